@@ -1,0 +1,1 @@
+"""citebot's interfaces: the command line, the terminal chat and the Discord bot."""

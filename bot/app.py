@@ -1,0 +1,84 @@
+"""Wiring shared by every interface: config values in, a ready Library out."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from index.answer import AnswerSettings
+from index.embed import Embedder
+from index.library import Library, Settings
+from index.retrieve import RetrievalSettings
+
+from .config import Config
+
+# Nothing may download from a model hub at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def settings_from(cfg: Config) -> Settings:
+    return Settings(
+        target_tokens=cfg.chunking.target_tokens,
+        overlap_sentences=cfg.chunking.overlap_sentences,
+        fetch_timeout=cfg.fetch.timeout,
+        fetch_max_bytes=cfg.fetch.max_bytes,
+        max_query_chars=cfg.answer.max_question_chars,
+        retrieval=RetrievalSettings(candidates=cfg.retrieval.candidates,
+                                    dense_weight=cfg.retrieval.dense_weight),
+        answer=AnswerSettings(min_score=cfg.answer.min_score,
+                              max_citations=cfg.answer.max_citations),
+    )
+
+
+def index_dir(cfg: Config, override: str | None = None) -> Path:
+    return Path(override).expanduser() if override else cfg.path(cfg.index.dir)
+
+
+def source_specs(cfg: Config) -> list[str]:
+    """The configured sources, resolved against the config file's folder."""
+    return [s if s.startswith(("http://", "https://")) else _rel(cfg.path(s))
+            for s in cfg.index.sources]
+
+
+def _rel(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def make_library(cfg: Config, index_override: str | None = None) -> Library:
+    embedder = Embedder(cfg.model.name, device=cfg.model.device, batch_size=cfg.model.batch_size)
+    return Library(index_dir(cfg, index_override), embedder, settings_from(cfg))
+
+
+def progress_bar(desc: str):
+    """A tqdm progress callback(done, total) on a terminal; None when stderr is not a TTY."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="chunk", file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def open_library(cfg: Config, index_override: str | None = None, *,
+                 build_if_missing: bool = True) -> Library:
+    """A Library over the configured index, built from the configured sources if missing."""
+    lib = make_library(cfg, index_override)
+    if build_if_missing and not lib.exists():
+        print(f"citebot: no index yet, building one from {', '.join(cfg.index.sources)}",
+              file=sys.stderr)
+        lib.update(source_specs(cfg), progress=progress_bar("embedding"))
+    return lib

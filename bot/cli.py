@@ -1,0 +1,279 @@
+"""The `citebot` command line: parse, call the library, render. Heavy imports stay lazy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from index.errors import CitebotError
+
+from .config import Config, load_config
+
+EPILOG = """examples:
+  citebot ask "who defended Darroch?"
+  citebot search "Darroch resignation letter" -k 5 --json
+  citebot index build seeds/ https://example.com/article.html
+  citebot index list
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                   help="config file (default: ./config.toml if present)")
+    p.add_argument("--index", metavar="DIR", default=argparse.SUPPRESS,
+                   help="index folder (overrides the config)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="citebot", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Answer questions from your articles with quoted, cited passages.")
+    _common(ap)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, func: Callable, help: str, parent=sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help, description=func.__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        _common(p)
+        p.set_defaults(func=func)
+        return p
+
+    ix = sub.add_parser("index", help="build, update and inspect the index")
+    ixs = ix.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    p = cmd("build", cmd_build, "index the given or configured sources (incremental)", ixs)
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="file, folder or http(s) URL")
+    p.add_argument("--rebuild", action="store_true", help="start from scratch")
+    p.add_argument("--prune", action="store_true",
+                   help="drop sources that vanished from the given folders")
+    p = cmd("add", cmd_add, "add or refresh sources in the index", ixs)
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p = cmd("remove", cmd_remove, "drop sources and their chunks", ixs)
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="path, URL, folder or id")
+    p = cmd("list", cmd_list, "what is indexed", ixs)
+    p.add_argument("--json", action="store_true")
+    p = cmd("stats", cmd_stats, "sizes and settings of the index", ixs)
+    p.add_argument("--json", action="store_true")
+    cmd("check", cmd_check, "verify the index's integrity", ixs)
+
+    p = cmd("search", cmd_search, "ranked passages for a query (for testing retrieval)")
+    p.add_argument("query", nargs="?")
+    p.add_argument("--queries", metavar="FILE", help="JSON lines with a `query` field")
+    p.add_argument("-k", type=int, default=None, help="passages to return (default 10)")
+    p.add_argument("--json", action="store_true")
+    p = cmd("ask", cmd_ask, "answer a question with cited passages")
+    p.add_argument("question", nargs="?")
+    p.add_argument("--questions", metavar="FILE", help="JSON lines with a `query` field")
+    p.add_argument("--json", action="store_true")
+    p = cmd("chat", cmd_chat, "a conversation in the terminal")
+    p.add_argument("--json", action="store_true",
+                   help="one question per line on stdin, one ask JSON object per line out")
+    cmd("bot", cmd_bot, "run the Discord bot (token from DISCORD_TOKEN)")
+    return ap
+
+
+def _config(args) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+def _library(args, build: bool = True):
+    from .app import open_library
+
+    return open_library(_config(args), getattr(args, "index", None), build_if_missing=build)
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, ensure_ascii=False))
+
+
+def cmd_build(args) -> int:
+    """Index the given sources, or the config's; unchanged sources are not embedded again.
+
+    example: citebot index build seeds/ --rebuild
+    """
+    from .app import make_library, progress_bar, source_specs
+    from .render import render_report
+
+    cfg = _config(args)
+    specs = args.sources or source_specs(cfg)
+    lib = make_library(cfg, getattr(args, "index", None))
+    report = lib.update(specs, rebuild=args.rebuild, prune=args.prune,
+                        progress=progress_bar("embedding"))
+    print(render_report(report))
+    return 0
+
+
+def cmd_add(args) -> int:
+    """Add or refresh sources in the existing index.
+
+    example: citebot index add notes/report.pdf https://example.com/story.html
+    """
+    from .app import make_library, progress_bar
+    from .render import render_report
+
+    lib = make_library(_config(args), getattr(args, "index", None))
+    print(render_report(lib.update(args.sources, progress=progress_bar("embedding"))))
+    return 0
+
+
+def cmd_remove(args) -> int:
+    """Drop sources (by path, folder, URL or id) and their chunks.
+
+    example: citebot index remove seeds/004_f51d83ee9a022f67.txt
+    """
+    from .app import make_library
+    from .render import render_report
+
+    print(render_report(make_library(_config(args), getattr(args, "index", None))
+                        .remove(args.sources)))
+    return 0
+
+
+def cmd_list(args) -> int:
+    """List the indexed sources: chunks, when added, title, publisher, path or URL.
+
+    example: citebot index list --json
+    """
+    from .render import render_sources
+
+    sources = _library(args, build=False).sources()
+    if args.json:
+        for s in sources:
+            _print_json({**s.to_json(), "chunks": s.chunks, "added_at": s.added_at})
+    else:
+        print(render_sources(sources))
+    return 0
+
+
+def cmd_stats(args) -> int:
+    """Sizes and settings of the index.
+
+    example: citebot index stats
+    """
+    stats = _library(args, build=False).stats()
+    if args.json:
+        _print_json(stats)
+    else:
+        print("\n".join(f"{k:>18}: {v}" for k, v in stats.items()))
+    return 0
+
+
+def cmd_check(args) -> int:
+    """Verify that every vector has its chunk, every chunk its source, the manifest matches.
+
+    example: citebot index check
+    """
+    problems = _library(args, build=False).check()
+    if problems:
+        print("\n".join(f"citebot: {p}" for p in problems), file=sys.stderr)
+        return 1
+    print("index is sound")
+    return 0
+
+
+def _read_queries(path: str) -> list[dict]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CitebotError(f"cannot read {path}: {getattr(exc, 'strerror', exc)}") from exc
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("query"), str):
+                raise ValueError
+        except ValueError as exc:
+            raise CitebotError(f"{path} line {n}: expected a JSON object with a "
+                               f"\"query\" string") from exc
+        rows.append(row)
+    return rows
+
+
+def _one_of(args, single: str | None, batch: str | None, what: str) -> None:
+    if (single is None) == (batch is None):
+        raise CitebotError(f"give either a {what} or --{what}s FILE")
+
+
+def cmd_search(args) -> int:
+    """Ranked passages for a query, for testing retrieval.
+
+    example: citebot search "who defended Darroch?" -k 5 --json
+             citebot search --queries questions.jsonl -k 10 --json > results.jsonl
+    """
+    from .render import render_hits
+
+    _one_of(args, args.query, args.queries, "query")
+    rows = _read_queries(args.queries) if args.queries else [{"query": args.query}]
+    lib = _library(args)
+    k = args.k or _config(args).retrieval.k
+    for row, hits in zip(rows, lib.search_many([r["query"] for r in rows], k), strict=True):
+        if args.json:
+            out = {"query": row["query"], "results": [h.to_json() for h in hits]}
+            _print_json({"id": row["id"], **out} if "id" in row else out)
+        else:
+            print(render_hits(hits))
+    return 0
+
+
+def cmd_ask(args) -> int:
+    """The answer to a question, with numbered citations quoting the sources.
+
+    example: citebot ask "who defended Darroch?"
+             citebot ask --questions questions.jsonl --json
+    """
+    from .render import render_answer
+
+    _one_of(args, args.question, args.questions, "question")
+    rows = _read_queries(args.questions) if args.questions else [{"query": args.question}]
+    lib = _library(args)
+    for row in rows:
+        ans = lib.ask(row["query"])
+        if args.json:
+            _print_json({"id": row["id"], **ans.to_json()} if "id" in row else ans.to_json())
+        else:
+            print(render_answer(ans, color=sys.stdout.isatty()))
+    return 0
+
+
+def cmd_chat(args) -> int:
+    """A conversation with the bot in the terminal; follow-up questions keep their context.
+
+    example: citebot chat          (type a question, an empty line or Ctrl-D to leave)
+             echo "who defended Darroch?" | citebot chat --json
+    """
+    from .chat import run_chat
+
+    return run_chat(_library(args), json_mode=args.json)
+
+
+def cmd_bot(args) -> int:
+    """Run the Discord bot; the token comes from DISCORD_TOKEN or the config.
+
+    example: DISCORD_TOKEN=... citebot bot
+    """
+    from .discord_bot import run_bot
+
+    return run_bot(_config(args), getattr(args, "index", None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CitebotError as exc:
+        print(f"citebot: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("citebot: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Sentence-aware chunks with character offsets, each within the model's sequence length."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+
+from .records import Chunk
+
+# Words after which a full stop does not end a sentence.
+_ABBREV = {
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "gen", "col", "lt", "sgt", "capt",
+    "gov", "sen", "rep", "rev", "hon", "no", "vs", "etc", "inc", "ltd", "co", "corp", "jan", "feb",
+    "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "e.g", "i.e", "u.s",
+    "u.k", "u.n", "d.c", "a.m", "p.m", "fig", "approx", "est", "dept", "univ",
+}
+# A candidate boundary: terminal punctuation, optional closing quotes/brackets, then space.
+_BOUNDARY = re.compile(r"""[.!?…]+["'”’)\]]*(?=\s+)""")
+_PARAGRAPH = re.compile(r"\n\s*\n")
+_WORD_BEFORE = re.compile(r"([\w.]+)[.!?…]*[\"'”’)\]]*$")
+_NEXT_START = re.compile(r"""\s+["'“‘(\[]*([\w$£€]?)""")
+
+
+def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """Sentence spans (start, end) of text[start:end], whitespace excluded."""
+    end = len(text) if end is None else end
+    spans: list[tuple[int, int]] = []
+    for p0, p1 in _paragraph_spans(text, start, end):
+        cut = p0
+        for m in _BOUNDARY.finditer(text, p0, p1):
+            if _is_sentence_end(text, m.start(), m.end(), p1):
+                spans.append((cut, m.end()))
+                cut = m.end()
+        spans.append((cut, p1))
+    return [s for s in (_strip(text, a, b) for a, b in spans) if s[1] > s[0]]
+
+
+def _paragraph_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    out, cut = [], start
+    for m in _PARAGRAPH.finditer(text, start, end):
+        out.append((cut, m.start()))
+        cut = m.end()
+    out.append((cut, end))
+    return out
+
+
+def _is_sentence_end(text: str, p: int, q: int, limit: int) -> bool:
+    word = _WORD_BEFORE.search(text, max(0, p - 20), q)
+    if text[p] == "." and word:
+        w = word.group(1).lower().rstrip(".")
+        if w in _ABBREV or (len(w) == 1 and w.isalpha()):
+            return False
+    nxt = _NEXT_START.match(text, q, limit)
+    # A lower-case word after the stop means it was not a sentence end ("U.S. officials").
+    return not (nxt and nxt.group(1) and nxt.group(1).islower())
+
+
+def _strip(text: str, a: int, b: int) -> tuple[int, int]:
+    while a < b and text[a].isspace():
+        a += 1
+    while b > a and text[b - 1].isspace():
+        b -= 1
+    return a, b
+
+
+def _split_long(text: str, span: tuple[int, int], limit: int,
+                count: Callable[[Sequence[str]], list[int]]) -> list[tuple[int, int]]:
+    """Cut a span that is longer than limit tokens at word boundaries."""
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text[span[0]:span[1]])]
+    words = [(a + span[0], b + span[0]) for a, b in words]
+    sizes = count([text[a:b] for a, b in words])
+    pieces, first, used = [], 0, 0
+    for i, size in enumerate(sizes):
+        if used + size > limit and i > first:
+            pieces.append((words[first][0], words[i - 1][1]))
+            first, used = i, 0
+        used += size
+    pieces.append((words[first][0], words[-1][1]))
+    # A single "word" longer than the limit (a URL, a long number) is cut by characters.
+    out: list[tuple[int, int]] = []
+    for a, b in pieces:
+        while count([text[a:b]])[0] > limit and b - a > 1:
+            mid = a + max(1, (b - a) * limit // (count([text[a:b]])[0] + 1))
+            out.append((a, mid))
+            a = mid
+        out.append((a, b))
+    return out
+
+
+def chunk_text(text: str, source_id: str, count: Callable[[Sequence[str]], list[int]], *,
+               target_tokens: int = 128, max_tokens: int = 254,
+               overlap_sentences: int = 1) -> list[Chunk]:
+    """Pack sentences into chunks of about target_tokens, never more than max_tokens.
+
+    count(texts) returns the token count of each text. Consecutive chunks share up to
+    overlap_sentences sentences, so an answer that straddles a boundary is still whole in one.
+    """
+    target = min(target_tokens, max_tokens)
+    spans: list[tuple[int, int]] = []
+    sentences = split_sentences(text)
+    for span, size in zip(sentences, count([text[a:b] for a, b in sentences]), strict=True):
+        spans.extend([span] if size <= max_tokens else _split_long(text, span, max_tokens, count))
+    sizes = count([text[a:b] for a, b in spans])
+    chunks: list[Chunk] = []
+    i = 0
+    while i < len(spans):
+        j, used = i, 0
+        while j < len(spans) and (j == i or used + sizes[j] <= target):
+            used += sizes[j]
+            j += 1
+        chunks.append(_make_chunk(text, source_id, spans[i][0], spans[j - 1][1]))
+        if j >= len(spans):
+            break
+        # Step back for overlap, but always move forward by at least one sentence.
+        back = min(overlap_sentences, j - i - 1)
+        while back > 0 and sum(sizes[j - back:j]) > target // 2:
+            back -= 1
+        i = j - back
+    return _fit(text, source_id, chunks, count, max_tokens)
+
+
+def _fit(text: str, source_id: str, chunks: list[Chunk],
+         count: Callable[[Sequence[str]], list[int]], max_tokens: int) -> list[Chunk]:
+    """Check whole chunks, since joining sentences can tokenise differently from the parts."""
+    out: list[Chunk] = []
+    for chunk, size in zip(chunks, count([c.text for c in chunks]), strict=True):
+        if size <= max_tokens:
+            out.append(chunk)
+        else:
+            out.extend(_make_chunk(text, source_id, a, b)
+                       for a, b in _split_long(text, (chunk.start, chunk.end), max_tokens, count))
+    return out
+
+
+def _make_chunk(text: str, source_id: str, start: int, end: int) -> Chunk:
+    body = text[start:end]
+    return Chunk(source_id=source_id, text=body, start=start, end=end,
+                 hash=hashlib.sha1(body.encode("utf-8")).hexdigest())

@@ -1,0 +1,349 @@
+"""The library's front door: update an index folder and answer from it.
+
+Everything the interfaces need goes through Library; it reads no config and no environment.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import ingest
+from .answer import AnswerSettings, build_answer
+from .chunk import chunk_text
+from .embed import Embedder
+from .errors import BadQuery, CitebotError, IndexBusy, IndexCorrupt, IndexNotFound
+from .records import Answer, Citation, Hit, Source
+from .retrieve import RetrievalSettings, hybrid_search
+from .store import (
+    Manifest,
+    Snapshot,
+    SourceRows,
+    current_generation,
+    now_iso,
+    open_snapshot,
+    write_generation,
+)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that shapes an index and its answers."""
+
+    target_tokens: int = 128
+    overlap_sentences: int = 1
+    vector_kind: str = "auto"
+    fetch_timeout: float = 15.0
+    fetch_max_bytes: int = 20_000_000
+    max_query_chars: int = 2000
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    answer: AnswerSettings = field(default_factory=AnswerSettings)
+
+
+@dataclass
+class UpdateReport:
+    """What an update changed, for the CLI and the bot to report."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    chunks_embedded: int = 0
+    chunks_total: int = 0
+    seconds: float = 0.0
+    generation: str | None = None
+
+    @property
+    def wrote(self) -> bool:
+        return self.generation is not None
+
+
+class Library:
+    """An index folder plus the model that embeds for it."""
+
+    def __init__(self, index_dir: Path, embedder: Embedder, settings: Settings = Settings()):
+        self.index_dir = Path(index_dir)
+        self.embedder = embedder
+        self.settings = settings
+        self._snap: Snapshot | None = None
+        self._snap_lock = threading.Lock()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def manifest(self) -> Manifest:
+        """The manifest this library's settings would write."""
+        return Manifest(model=self.embedder.name, dim=self.embedder.dim,
+                        max_tokens=self.embedder.max_tokens - 2,
+                        target_tokens=self.settings.target_tokens,
+                        overlap_sentences=self.settings.overlap_sentences)
+
+    def exists(self) -> bool:
+        return current_generation(self.index_dir) is not None
+
+    def snapshot(self) -> Snapshot:
+        """The live generation, reopened when an update has replaced it."""
+        live = current_generation(self.index_dir)
+        with self._snap_lock:
+            if live is None:
+                raise IndexNotFound(f"no index in {self.index_dir}: "
+                                    f"build one with `citebot index build`")
+            if self._snap is None or self._snap.folder != live:
+                self._snap = open_snapshot(self.index_dir, self.manifest())
+            return self._snap
+
+    def sources(self) -> list[Source]:
+        return list(self.snapshot().sources().values())
+
+    def stats(self) -> dict:
+        snap = self.snapshot()
+        m = snap.manifest
+        size = sum(p.stat().st_size for p in snap.folder.rglob("*") if p.is_file())
+        return {"index": str(self.index_dir), "generation": snap.generation,
+                "sources": m.sources, "chunks": m.chunks, "model": m.model, "dim": m.dim,
+                "max_tokens": m.max_tokens, "target_tokens": m.target_tokens,
+                "overlap_sentences": m.overlap_sentences, "vector_kind": m.vector_kind,
+                "format_version": m.format_version, "created_at": m.created_at,
+                "bytes": size}
+
+    def check(self) -> list[str]:
+        """Integrity problems of the live index; an empty list means it is sound."""
+        try:
+            snap = open_snapshot(self.index_dir, self.manifest())
+        except CitebotError as exc:
+            return [str(exc)]
+        problems = []
+        m, sources = snap.manifest, snap.sources()
+        rows = snap.all_chunks()
+        if len(sources) != m.sources or len(rows) != m.chunks:
+            problems.append(f"manifest counts {m.sources} sources/{m.chunks} chunks, the "
+                            f"database holds {len(sources)}/{len(rows)}")
+        if snap.vectors.ntotal != len(rows):
+            problems.append(f"{snap.vectors.ntotal} vectors for {len(rows)} chunks")
+        if snap.vectors.dim != m.dim:
+            problems.append(f"vectors have dimension {snap.vectors.dim}, manifest says {m.dim}")
+        texts: dict[str, str] = {}
+        for i, (chunk, blob) in enumerate(rows):
+            if chunk.id != i:
+                problems.append(f"chunk ids are not 0..{len(rows) - 1}")
+                break
+            if chunk.source_id not in sources:
+                problems.append(f"chunk {chunk.id} belongs to no source")
+                continue
+            text = texts.setdefault(chunk.source_id, snap.source_text(chunk.source_id))
+            if text[chunk.start:chunk.end] != chunk.text:
+                problems.append(f"chunk {chunk.id} does not match its source's text")
+            if len(blob) != 4 * m.dim:
+                problems.append(f"chunk {chunk.id} has a damaged embedding")
+        if rows and not problems:
+            sample = [0, len(rows) // 2, len(rows) - 1]
+            vecs = snap.embeddings(sample)
+            _, ids = snap.vectors.search(vecs, 1)
+            if any(int(ids[j][0]) != sample[j] and
+                   float(vecs[j] @ snap.embeddings([int(ids[j][0])])[0]) < 0.999
+                   for j in range(len(sample))):
+                problems.append("the vector file does not match the chunk rows")
+        if problems:
+            problems.append("repair it with `citebot index build --rebuild`")
+        return problems
+
+    # -- answering -----------------------------------------------------------------------
+
+    def _check_query(self, text: str) -> str:
+        text = text.strip()
+        if not text:
+            raise BadQuery("the question is empty")
+        if len(text) > self.settings.max_query_chars:
+            raise BadQuery(f"the question is {len(text):,} characters long; "
+                           f"the limit is {self.settings.max_query_chars:,}")
+        return text
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        """The k best passages for a query."""
+        return self.search_many([query], k)[0]
+
+    def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+        """search() for many queries, embedding them in batches."""
+        queries = [self._check_query(q) for q in queries]
+        snap = self.snapshot()
+        qvecs = self.embedder.encode(queries)
+        return [hybrid_search(snap, q, v, k, self.settings.retrieval)
+                for q, v in zip(queries, qvecs, strict=True)]
+
+    def ask(self, question: str, *, context: Sequence[str] = ()) -> Answer:
+        """The answer to a question, with citations; context is earlier questions."""
+        question = self._check_query(question)
+        snap = self.snapshot()
+        qvec = self.embedder.encode([question])[0]
+        hits = hybrid_search(snap, question, qvec, self.settings.answer.passages,
+                             self.settings.retrieval)
+        return build_answer(question, hits, qvec,
+                            lambda texts: self.embedder.encode(texts), self.settings.answer)
+
+    def more(self, answer: Answer) -> tuple[Citation, ...]:
+        return answer.more
+
+    # -- updating ------------------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self, wait: bool) -> Iterator[None]:
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.index_dir / ".lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError as exc:
+                raise IndexBusy("another update of this index is running; try again when "
+                                "it has finished") from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def update(self, specs: Sequence[str], *, rebuild: bool = False, prune: bool = False,
+               remove: Sequence[str] = (), progress: Progress | None = None,
+               wait: bool = True) -> UpdateReport:
+        """Add or refresh sources (files, folders, URLs) and write a new generation.
+
+        Unchanged sources keep their chunks; changed ones are re-chunked and only chunks
+        whose text is new are embedded. With prune, sources that vanished from the given
+        folders are dropped. Nothing is written when nothing changed.
+        """
+        started = time.monotonic()
+        report = UpdateReport()
+        with self._writing(wait):
+            old = None if rebuild else self._old_snapshot()
+            old_sources = old.sources() if old else {}
+            kept: dict[str, SourceRows] = {}
+            reuse: dict[str, np.ndarray] = {}
+            if old:
+                by_source: dict[str, list] = {}
+                for chunk, blob in old.all_chunks():
+                    by_source.setdefault(chunk.source_id, []).append(chunk)
+                    reuse[chunk.hash] = np.frombuffer(blob, dtype=np.float32)
+                for sid, src in old_sources.items():
+                    kept[sid] = SourceRows(src, old.source_text(sid), by_source.get(sid, []))
+            for spec in remove:
+                gone = _matching(kept, spec)
+                if not gone:
+                    raise CitebotError(f"{spec} is not in the index")
+                for sid in gone:
+                    report.removed.append(kept.pop(sid).source.location)
+            if prune:
+                present = set(ingest.discover(list(specs)))
+                for sid in [s for s in kept if _under(kept[s].source, specs)]:
+                    if kept[sid].source.location not in present:
+                        report.removed.append(kept.pop(sid).source.location)
+            new_rows = self._load(specs, kept, report)
+            rows = list(kept.values())
+            embeddings = self._embed(rows, new_rows, reuse, progress, report)
+            changed = bool(report.added or report.changed or report.removed) or rebuild \
+                or old is None
+            report.chunks_total = sum(len(r.chunks) for r in rows)
+            if changed:
+                folder = write_generation(self.index_dir, self.manifest(), rows, embeddings,
+                                          self.settings.vector_kind)
+                report.generation = folder.name
+        report.seconds = time.monotonic() - started
+        return report
+
+    def remove(self, specs: Sequence[str]) -> UpdateReport:
+        """Drop sources (by path, URL, folder or id) and their chunks."""
+        return self.update([], remove=specs)
+
+    def _old_snapshot(self) -> Snapshot | None:
+        if current_generation(self.index_dir) is None:
+            return None
+        return open_snapshot(self.index_dir, self.manifest())
+
+    def _load(self, specs: Sequence[str], kept: dict[str, SourceRows],
+              report: UpdateReport) -> set[str]:
+        """Load sources into kept; returns the ids that need chunking."""
+        fresh: set[str] = set()
+        named = {os.path.normpath(s) for s in specs}
+
+        def skip(spec: str, err: CitebotError) -> None:
+            if os.path.normpath(spec) in named or spec.startswith(("http://", "https://")):
+                raise err
+            report.skipped.append((spec, str(err)))
+
+        docs = ingest.iter_documents(list(specs), timeout=self.settings.fetch_timeout,
+                                     max_bytes=self.settings.fetch_max_bytes, on_error=skip)
+        for doc in docs:
+            src = doc.source
+            prev = kept.get(src.id)
+            if prev and prev.source.content_hash == src.content_hash:
+                report.unchanged.append(src.location)
+                continue
+            twin = next((r.source for r in kept.values()
+                         if r.source.content_hash == src.content_hash and r.source.id != src.id),
+                        None)
+            if twin is not None:
+                report.duplicates.append((src.location, twin.location))
+                continue
+            added_at = prev.source.added_at if prev else now_iso()
+            src = replace(src, added_at=added_at)
+            chunks = chunk_text(doc.text, src.id, self.embedder.token_counts,
+                                target_tokens=self.settings.target_tokens,
+                                max_tokens=self.embedder.max_tokens - 2,
+                                overlap_sentences=self.settings.overlap_sentences)
+            (report.changed if prev else report.added).append(src.location)
+            kept[src.id] = SourceRows(src, doc.text, chunks)
+            fresh.add(src.id)
+        return fresh
+
+    def _embed(self, rows: list[SourceRows], fresh: set[str], reuse: dict[str, np.ndarray],
+               progress: Progress | None, report: UpdateReport) -> np.ndarray:
+        chunks = [c for r in rows for c in r.chunks]
+        out = np.zeros((len(chunks), self.embedder.dim), dtype=np.float32)
+        todo = [i for i, c in enumerate(chunks) if c.hash not in reuse]
+        for i, c in enumerate(chunks):
+            if c.hash in reuse:
+                out[i] = reuse[c.hash]
+        if todo:
+            done = 0
+
+            def step(n: int) -> None:
+                nonlocal done
+                done += n
+                if progress:
+                    progress(done, len(todo))
+
+            out[todo] = self.embedder.encode([chunks[i].text for i in todo], progress=step)
+        report.chunks_embedded = len(todo)
+        return out
+
+
+def _matching(kept: dict[str, SourceRows], spec: str) -> list[str]:
+    """Ids of the sources a remove argument names: id, path, URL, or a folder holding them."""
+    norm = os.path.normpath(spec) if not spec.startswith(("http://", "https://")) else spec
+    out = []
+    for sid, r in kept.items():
+        s = r.source
+        if spec == sid or norm == s.url or (s.path and (
+                os.path.normpath(s.path) == norm or
+                os.path.normpath(s.path).startswith(norm.rstrip("/") + "/"))):
+            out.append(sid)
+    return out
+
+
+def _under(source: Source, specs: Sequence[str]) -> bool:
+    """Whether a file source lies in one of the given folders."""
+    if not source.path:
+        return False
+    path = os.path.normpath(source.path)
+    return any(os.path.isdir(s) and path.startswith(os.path.normpath(s).rstrip("/") + "/")
+               for s in specs)
+
+
+__all__ = ["Library", "Settings", "UpdateReport", "IndexCorrupt"]
