@@ -49,9 +49,20 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+_EMBEDDERS: dict[tuple, Embedder] = {}
+
+
+def embedder_for(cfg: Config) -> Embedder:
+    """One loaded model per process and model settings, shared by every Library."""
+    key = (cfg.model.name, cfg.model.device, cfg.model.batch_size)
+    if key not in _EMBEDDERS:
+        _EMBEDDERS[key] = Embedder(cfg.model.name, device=cfg.model.device,
+                                   batch_size=cfg.model.batch_size)
+    return _EMBEDDERS[key]
+
+
 def make_library(cfg: Config, index_override: str | None = None) -> Library:
-    embedder = Embedder(cfg.model.name, device=cfg.model.device, batch_size=cfg.model.batch_size)
-    return Library(index_dir(cfg, index_override), embedder, settings_from(cfg))
+    return Library(index_dir(cfg, index_override), embedder_for(cfg), settings_from(cfg))
 
 
 def progress_bar(desc: str):

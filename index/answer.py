@@ -24,7 +24,7 @@ class AnswerSettings:
     min_score: float = 0.35
     max_citations: int = 5
     more_citations: int = 5
-    passages: int = 10
+    passages: int = 20
     answer_sentences: int = 2
     duplicate_overlap: float = 0.5
 
@@ -57,12 +57,13 @@ def build_answer(question: str, hits: list[Hit], qvec: np.ndarray,
     sentences = _candidate_sentences(hits[: settings.passages])
     if not sentences:
         return Answer(question=question, answered=False, answer=NOT_FOUND, keywords=keywords)
-    _score(sentences, qvec, encode(["" + s.text for s in sentences]), keywords)
+    vecs = encode([s.text for s in sentences])
+    _score(sentences, qvec, vecs, keywords, _answer_type(question))
     best = max(s.score for s in sentences)
     if best < settings.min_score:
         return Answer(question=question, answered=False, answer=NOT_FOUND,
                       keywords=keywords, score=best)
-    citations = _citations(sentences, settings)
+    citations = _citations(sentences, vecs, settings, people=_answer_type(question) == "who")
     shown = citations[: settings.max_citations]
     more = citations[settings.max_citations: settings.max_citations + settings.more_citations]
     answer = _answer_text(sentences, settings)
@@ -75,7 +76,15 @@ def _candidate_sentences(hits: list[Hit]) -> list[_Sentence]:
     out = []
     for hit in hits:
         c = hit.chunk
+        label: tuple[int, int] | None = None
         for a, b in split_sentences(c.text):
+            if _is_label(c.text, a, b):
+                # "Conservative Lawmaker Alan Duncan" above a quote says who speaks: keep it
+                # with the sentence that follows rather than alone.
+                label = (a, b)
+                continue
+            if label is not None:
+                a, label = label[0], None
             key = (c.source_id, c.start + a)
             if key in seen or len(_WORDS.findall(c.text[a:b])) < 3:
                 continue
@@ -84,13 +93,72 @@ def _candidate_sentences(hits: list[Hit]) -> list[_Sentence]:
     return out
 
 
+def _is_label(text: str, a: int, b: int) -> bool:
+    """A short line standing alone as a paragraph, without closing punctuation."""
+    line = text[a:b]
+    alone = text[b:b + 2] == "\n\n" and (a == 0 or text[a - 2:a] == "\n\n")
+    return alone and len(_WORDS.findall(line)) <= 10 and line[-1:] not in '.!?"\'”’:;,'
+
+
 def _score(sentences: list[_Sentence], qvec: np.ndarray, vecs: np.ndarray,
-           keywords: tuple[str, ...]) -> None:
+           keywords: tuple[str, ...], wants: str | None) -> None:
     cos = vecs @ qvec.astype(np.float32)
     keys = set(keywords)
     for s, c in zip(sentences, cos, strict=True):
         overlap = len(keys & set(tokenize(s.text))) / len(keys) if keys else 0.0
         s.score = float(0.6 * c + 0.25 * overlap + 0.15 * s.hit.score)
+        if wants:
+            s.score += _type_bonus(s.text, wants, keys)
+
+
+_TYPES = [
+    ("who", re.compile(r"^\s*(who|whom|whose)\b|\bwhich (people|person|politicians?|"
+                       r"officials?|leaders?)\b", re.I)),
+    ("number", re.compile(r"^\s*how (old|many|much|long|far|big|large)\b", re.I)),
+    ("time", re.compile(r"^\s*(when|what (year|date|day|time))\b", re.I)),
+]
+_NUMBER = re.compile(r"\b\d[\d,.]*\b|\b(one|two|three|four|five|six|seven|eight|nine|ten|"
+                     r"dozen|hundred|thousand|million|billion)\b", re.I)
+_TIME = re.compile(r"\b(1[6-9]\d\d|20\d\d|monday|tuesday|wednesday|thursday|friday|"
+                   r"saturday|sunday|january|february|march|april|may|june|july|august|"
+                   r"september|october|november|december|yesterday|today|tomorrow|week|month|"
+                   r"year|century|decade)s?\b", re.I)
+_CAPITAL = re.compile(r"\b[A-Z][a-z]+\b")
+# Capitalised words that are seldom people: calendar words, places, institutions, sentence
+# openers. A cheap stand-in for named-entity recognition that needs no second model.
+_NOT_NAMES = frozenset(tokenize(
+    "Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April "
+    "June July August September October November December Britain British America American "
+    "United States Kingdom House White Office Foreign Party Commons Parliament Government "
+    "Embassy Twitter Washington London Europe European Union Minister Prime President "
+    "Secretary Ambassador Sir Mr Mrs Ms Dr Following Amid During After Before Since While "
+    "Although However Perhaps Meanwhile Responding Addressing Praising Employing Covering "
+    "Questions Extracts Memos Trade Labour Conservative Opposition Head Senior Former Ex "
+    "Department State Street News Times Daily Sunday Mail"))
+
+
+def _answer_type(question: str) -> str | None:
+    return next((name for name, rx in _TYPES if rx.search(question)), None)
+
+
+def _type_bonus(text: str, wants: str, question_keys: set[str]) -> float:
+    """Reward a sentence that holds the kind of thing asked for: a name, a number, a date."""
+    if wants != "who":
+        return 0.05 if (_NUMBER if wants == "number" else _TIME).search(text) else 0.0
+    names = _names(text)
+    bonus = 0.05 if set(names) - question_keys else -0.05
+    # "Darroch said ..." tells what Darroch did, not who acted on him.
+    return bonus - (0.03 if names and names[0] in question_keys else 0.0)
+
+
+def _names(text: str) -> list[str]:
+    """Stems of the capitalised words of a sentence that may name people, in order."""
+    out = []
+    for m in _CAPITAL.finditer(text):
+        stems = tokenize(m.group())
+        if stems and stems[0] not in _NOT_NAMES:
+            out.append(stems[0])
+    return out
 
 
 def _answer_text(sentences: list[_Sentence], settings: AnswerSettings) -> str:
@@ -104,15 +172,26 @@ def _answer_text(sentences: list[_Sentence], settings: AnswerSettings) -> str:
     return " ".join(p.text for p in picked)
 
 
-def _citations(sentences: list[_Sentence], settings: AnswerSettings) -> list[Citation]:
-    """One citation per passage, best first; near-duplicates from other sources grouped."""
-    best_per_chunk: dict[int | None, _Sentence] = {}
-    for s in sentences:
-        cur = best_per_chunk.get(s.hit.chunk.id)
-        if cur is None or s.score > cur.score:
-            best_per_chunk[s.hit.chunk.id] = s
+def _citations(sentences: list[_Sentence], vecs: np.ndarray, settings: AnswerSettings,
+               people: bool = False) -> list[Citation]:
+    """Distinct, diverse sentences, best first; near-duplicates in other sources grouped.
+
+    For a "who" question, sentences that name someone not yet cited come first, so the
+    citations cover the different people rather than one person several times.
+    """
+    order = _diverse(sentences, vecs)
+    if people:
+        named: set[str] = set()
+        fresh, stale = [], []
+        for i in order:
+            names = set(_names(sentences[i].text))
+            (fresh if names - named else stale).append(i)
+            named |= names
+        order = fresh + stale
     groups: list[tuple[_Sentence, list[Source]]] = []
-    for s in sorted(best_per_chunk.values(), key=lambda s: -s.score):
+    per_chunk: dict[int | None, int] = {}
+    for i in order:
+        s = sentences[i]
         for lead, also in groups:
             if _overlap(s.text, lead.text) >= settings.duplicate_overlap:
                 if s.hit.source.id != lead.hit.source.id and \
@@ -120,10 +199,28 @@ def _citations(sentences: list[_Sentence], settings: AnswerSettings) -> list[Cit
                     also.append(s.hit.source)
                 break
         else:
-            groups.append((s, []))
+            if per_chunk.get(s.hit.chunk.id, 0) < 2:
+                per_chunk[s.hit.chunk.id] = per_chunk.get(s.hit.chunk.id, 0) + 1
+                groups.append((s, []))
     return [Citation(n=i, quote=s.text, source=s.hit.source, start=s.start, end=s.end,
                      score=round(s.score, 4), also_in=tuple(also))
             for i, (s, also) in enumerate(groups, 1)]
+
+
+def _diverse(sentences: list[_Sentence], vecs: np.ndarray, penalty: float = 0.3) -> list[int]:
+    """Maximal marginal relevance: each next sentence is relevant but unlike those before."""
+    left = list(range(len(sentences)))
+    chosen: list[int] = []
+    sims = vecs @ vecs.T
+    while left:
+        def gain(i: int) -> float:
+            like = max((sims[i, j] for j in chosen), default=0.0)
+            return sentences[i].score - penalty * max(0.0, like - 0.5)
+
+        best = max(left, key=gain)
+        chosen.append(best)
+        left.remove(best)
+    return chosen
 
 
 def _shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:

@@ -122,7 +122,7 @@ class Library:
         try:
             snap = open_snapshot(self.index_dir, self.manifest())
         except CitebotError as exc:
-            return [str(exc)]
+            return [str(exc), "repair it with `citebot index build --rebuild`"]
         problems = []
         m, sources = snap.manifest, snap.sources()
         rows = snap.all_chunks()
@@ -281,7 +281,11 @@ class Library:
                                      max_bytes=self.settings.fetch_max_bytes, on_error=skip)
         for doc in docs:
             src = doc.source
-            prev = kept.get(src.id)
+            prev = kept.get(src.id) or next(
+                (r for r in kept.values() if _same_file(r.source, src)), None)
+            if prev and prev.source.id != src.id:
+                # The same file spelled another way ("seeds" vs "/repo/seeds"): keep its id.
+                src = replace(src, id=prev.source.id, path=prev.source.path)
             if prev and prev.source.content_hash == src.content_hash:
                 report.unchanged.append(src.location)
                 continue
@@ -324,15 +328,21 @@ class Library:
         return out
 
 
+def _same_file(a: Source, b: Source) -> bool:
+    if a.path and b.path:
+        return os.path.realpath(a.path) == os.path.realpath(b.path)
+    return bool(a.url and a.url == b.url and not a.path and not b.path)
+
+
 def _matching(kept: dict[str, SourceRows], spec: str) -> list[str]:
     """Ids of the sources a remove argument names: id, path, URL, or a folder holding them."""
-    norm = os.path.normpath(spec) if not spec.startswith(("http://", "https://")) else spec
+    if spec.startswith(("http://", "https://")):
+        return [sid for sid, r in kept.items() if r.source.url == spec]
+    want = os.path.realpath(spec)
     out = []
     for sid, r in kept.items():
-        s = r.source
-        if spec == sid or norm == s.url or (s.path and (
-                os.path.normpath(s.path) == norm or
-                os.path.normpath(s.path).startswith(norm.rstrip("/") + "/"))):
+        path = os.path.realpath(r.source.path) if r.source.path else None
+        if spec == sid or (path and (path == want or path.startswith(want.rstrip("/") + "/"))):
             out.append(sid)
     return out
 

@@ -120,8 +120,11 @@ class Snapshot:
             self.db.execute("SELECT count(*) FROM chunks").fetchone()
         except sqlite3.DatabaseError as exc:
             raise IndexCorrupt(f"{db_path} is damaged: rebuild with --rebuild") from exc
-        self.vectors = VectorIndex.load(folder / "vectors.faiss", self.manifest.vector_kind)
-        self.lexical = Lexical.load(folder / "bm25")
+        try:
+            self.vectors = VectorIndex.load(folder / "vectors.faiss", self.manifest.vector_kind)
+            self.lexical = Lexical.load(folder / "bm25")
+        except IndexCorrupt as exc:
+            raise IndexCorrupt(f"{exc}: rebuild with `citebot index build --rebuild`") from exc
         self._sources: dict[str, Source] | None = None
 
     @property
