@@ -231,6 +231,7 @@ def _shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
 
 
 def _overlap(a: str, b: str) -> float:
-    """How much of the shorter text's word trigrams the longer one shares."""
+    """Shared word trigrams over the longer text's: a quote inside a longer, different
+    sentence is not the same passage."""
     sa, sb = _shingles(a), _shingles(b)
-    return len(sa & sb) / max(1, min(len(sa), len(sb)))
+    return len(sa & sb) / max(1, len(sa), len(sb))

@@ -187,3 +187,16 @@ def test_every_command_has_help_and_is_in_the_readme(capsys):
         out = capsys.readouterr().out
         assert "example:" in out, argv
         assert f"citebot {' '.join(argv)}" in readme, argv
+
+
+def test_the_same_quote_in_two_articles_is_one_citation(capsys, seeds_index):
+    code, out, _ = run(capsys, "ask", "what did Hunt tweet to Trump about the prime minister?",
+                       "--json", "--index", seeds_index)
+    ans = json.loads(out)
+    grouped = [c for c in ans["citations"] if c["also_in"]]
+    assert code == 0 and grouped
+    texts = seed_texts()
+    for c in grouped:
+        for other in c["also_in"]:
+            assert other["id"] != c["source"]["id"]
+            assert "friends speak frankly" in texts[other["path"].rsplit("/", 1)[-1]].lower()
