@@ -189,7 +189,7 @@ class Library:
         hits = hybrid_search(snap, question, qvec, self.settings.answer.passages,
                              self.settings.retrieval)
         return build_answer(question, hits, qvec,
-                            lambda texts: self.embedder.encode(texts), self.settings.answer)
+                            self.embedder.encode, self.settings.answer)
 
     def more(self, answer: Answer) -> tuple[Citation, ...]:
         return answer.more

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,3 @@ class Answer:
         return {"question": self.question, "answered": self.answered, "answer": self.answer,
                 "citations": [c.to_json() for c in self.citations],
                 "score": round(float(self.score), 4)}
-
-
-def as_dict(record) -> dict:
-    return asdict(record)
