@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from index.answer import AnswerSettings
-from index.embed import Embedder
+from index.embed import BACKENDS, Embedder
+from index.errors import CitebotError
 from index.library import Library, Settings
 from index.retrieve import RetrievalSettings
 
@@ -26,8 +27,10 @@ def settings_from(cfg: Config) -> Settings:
         fetch_max_bytes=cfg.fetch.max_bytes,
         max_query_chars=cfg.answer.max_question_chars,
         retrieval=RetrievalSettings(candidates=cfg.retrieval.candidates,
-                                    dense_weight=cfg.retrieval.dense_weight),
-        answer=AnswerSettings(min_score=cfg.answer.min_score,
+                                    dense_weight=cfg.retrieval.dense_weight,
+                                    sentence_weight=cfg.retrieval.sentence_weight,
+                                    correct_spelling=cfg.retrieval.correct_spelling),
+        answer=AnswerSettings(min_score=cfg.answer.min_score, max_unknown=cfg.answer.max_unknown,
                               max_citations=cfg.answer.max_citations),
     )
 
@@ -54,11 +57,24 @@ _EMBEDDERS: dict[tuple, Embedder] = {}
 
 def embedder_for(cfg: Config) -> Embedder:
     """One loaded model per process and model settings, shared by every Library."""
-    key = (cfg.model.name, cfg.model.device, cfg.model.batch_size)
+    cache = cache_dir(cfg)
+    key = (cfg.model.name, cfg.model.device, cfg.model.batch_size, cfg.model.backend, cache)
     if key not in _EMBEDDERS:
+        if cfg.model.backend not in BACKENDS:
+            raise CitebotError(f"config key model.backend should be one of {', '.join(BACKENDS)}"
+                               f", not {cfg.model.backend!r}")
         _EMBEDDERS[key] = Embedder(cfg.model.name, device=cfg.model.device,
-                                   batch_size=cfg.model.batch_size)
+                                   batch_size=cfg.model.batch_size, backend=cfg.model.backend,
+                                   cache_dir=cache)
     return _EMBEDDERS[key]
+
+
+def cache_dir(cfg: Config) -> Path:
+    """The model cache folder: model.cache_dir, else $XDG_CACHE_HOME/citebot."""
+    if cfg.model.cache_dir:
+        return cfg.path(cfg.model.cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "citebot"
 
 
 def make_library(cfg: Config, index_override: str | None = None) -> Library:

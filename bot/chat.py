@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
 
+from index.conversation import ConversationStore
 from index.errors import BadQuery
 from index.library import Library
 
 from .render import render_answer
 
-HISTORY = 3  # earlier questions passed as context to a follow-up
+ME = "terminal"  # one person per terminal: the store's only conversation
 
 
-def run_chat(lib: Library, *, json_mode: bool = False) -> int:
-    """Read questions line by line, answer each with the conversation so far as context."""
-    history: list[str] = []
+def run_chat(lib: Library, *, json_mode: bool = False, store: ConversationStore | None = None,
+             clock: Callable[[], float] = time.monotonic) -> int:
+    """Read questions line by line, answer each with the conversation so far as context.
+
+    A follow-up ("how old is he?") is answered about what the earlier turns were about,
+    until the conversation has been idle longer than the store allows.
+    """
+    store = ConversationStore() if store is None else store
     interactive = sys.stdin.isatty() and not json_mode
     if interactive:
         print("Ask a question about the indexed articles (empty line or Ctrl-D to leave).")
@@ -28,15 +36,16 @@ def run_chat(lib: Library, *, json_mode: bool = False) -> int:
             if interactive:
                 break
             continue
+        now = clock()
         try:
-            ans = lib.ask(line, context=history[-HISTORY:])
+            ans = lib.ask(line, context=store.context(ME, now))
         except BadQuery as exc:
             if json_mode:
-                print(json.dumps({"question": line[:200], "error": str(exc)}))
+                print(json.dumps({"question": line[:200], "error": str(exc)}), flush=True)
             else:
                 print(f"citebot: {exc}", file=sys.stderr)
             continue
-        history.append(ans.question)
+        store.remember(ME, ans.question, ans, now)
         if json_mode:
             print(json.dumps(ans.to_json(), ensure_ascii=False), flush=True)
         else:

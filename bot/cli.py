@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 
@@ -16,6 +17,7 @@ EPILOG = """examples:
   citebot search "Darroch resignation letter" -k 5 --json
   citebot index build seeds/ https://example.com/article.html
   citebot index list
+  citebot eval ../shared/eval/dev_qa.jsonl --plot recall.png
 """
 
 
@@ -56,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("stats", cmd_stats, "sizes and settings of the index", ixs)
     p.add_argument("--json", action="store_true")
     cmd("check", cmd_check, "verify the index's integrity", ixs)
+    p = cmd("watch", cmd_watch, "keep the index in step with source folders as files change", ixs)
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="file or folder to watch")
+    p.add_argument("--quiet", type=float, default=None, metavar="SECONDS",
+                   help="wait this long after the last change before updating (default 2)")
 
     p = cmd("search", cmd_search, "ranked passages for a query (for testing retrieval)")
     p.add_argument("query", nargs="?")
@@ -66,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", nargs="?")
     p.add_argument("--questions", metavar="FILE", help="JSON lines with a `query` field")
     p.add_argument("--json", action="store_true")
+    p = cmd("eval", cmd_eval, "retrieval metrics on a labelled question file")
+    p.add_argument("qa_file", metavar="QA_FILE", help="JSON lines with labels (see the README)")
+    p.add_argument("-k", type=int, default=10, help="deepest rank counted (default 10)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", metavar="FILE.png", help="save recall@k for k=1..20 as a chart")
+    p.add_argument("--no-answers", action="store_true",
+                   help="retrieval only: skip asking, so no refusal rates (faster)")
     p = cmd("chat", cmd_chat, "a conversation in the terminal")
     p.add_argument("--json", action="store_true",
                    help="one question per line on stdin, one ask JSON object per line out")
@@ -172,6 +185,33 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_watch(args) -> int:
+    """Watch the given (or configured) files and folders; when files are added, changed or
+    removed, update the index (with prune) once they have been quiet for a moment. Runs until
+    Ctrl-C; killing it mid-update leaves the index as it was before that update.
+
+    example: citebot index watch seeds/ --quiet 5
+    """
+    from index.watch import Watcher
+
+    from .app import make_library, source_specs
+    from .render import render_report
+
+    cfg = _config(args)
+    quiet = cfg.index.watch_quiet if args.quiet is None else args.quiet
+    watcher = Watcher(make_library(cfg, getattr(args, "index", None)),
+                      args.sources or source_specs(cfg), quiet=quiet,
+                      on_update=lambda r: print(render_report(r), flush=True),
+                      on_error=lambda e: print(f"citebot: {e}", file=sys.stderr, flush=True))
+    print(f"citebot: watching {', '.join(watcher.specs) or 'nothing'}; Ctrl-C stops",
+          file=sys.stderr, flush=True)
+    try:
+        watcher.run()
+    except KeyboardInterrupt:  # the normal way to stop watching, not an error
+        pass
+    return 0
+
+
 def _read_queries(path: str) -> list[dict]:
     try:
         with open(path, encoding="utf-8") as fh:
@@ -239,15 +279,47 @@ def cmd_ask(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    """Recall@1/5/10, MRR@10, nDCG@10 on a labelled question file; misses; refusal rates.
+
+    A passage is a hit by the rule of ../shared/eval/README.md. Refusal rates come from asking
+    every question: unanswerable ones should be refused, answerable ones not.
+
+    example: citebot eval ../shared/eval/dev_qa.jsonl
+             citebot eval questions.jsonl -k 10 --json --plot recall.png
+    """
+    from index.evaluate import evaluate, load_questions
+
+    from .eval_render import render_eval, save_plot
+
+    questions = load_questions(args.qa_file)
+    lib = _library(args)
+    report = evaluate(questions, lib.search_many, None if args.no_answers else lib.ask, k=args.k)
+    if args.plot:
+        save_plot(report, args.plot, title=os.path.basename(args.qa_file))
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(render_eval(report, args.qa_file))
+    return 0
+
+
 def cmd_chat(args) -> int:
     """A conversation with the bot in the terminal; follow-up questions keep their context.
 
+    A follow-up ("how old is he?", "and what did Hunt say?") is answered about the earlier
+    questions' subject; [conversation] turns and idle_minutes in the config bound the memory.
+
     example: citebot chat          (type a question, an empty line or Ctrl-D to leave)
-             echo "who defended Darroch?" | citebot chat --json
+             printf 'what did Trump call Darroch?\\nhow old is he?\\n' | citebot chat --json
     """
+    from index.conversation import ConversationStore
+
     from .chat import run_chat
 
-    return run_chat(_library(args), json_mode=args.json)
+    conv = _config(args).conversation
+    store = ConversationStore(turns=conv.turns, idle=conv.idle_minutes * 60)
+    return run_chat(_library(args), json_mode=args.json, store=store)
 
 
 def cmd_bot(args) -> int:

@@ -15,6 +15,8 @@ from index.errors import CitebotError
 class IndexConfig:
     dir: str = ".citebot/index"
     sources: list[str] = field(default_factory=lambda: ["seeds"])
+    watch: bool = False
+    watch_quiet: float = 2.0
 
 
 @dataclass
@@ -23,6 +25,7 @@ class ModelConfig:
     device: str = "cpu"
     backend: str = "auto"
     batch_size: int = 32
+    cache_dir: str = ""
 
 
 @dataclass
@@ -35,12 +38,15 @@ class ChunkingConfig:
 class RetrievalConfig:
     k: int = 10
     candidates: int = 50
-    dense_weight: float = 0.5
+    dense_weight: float = 0.6
+    sentence_weight: float = 0.7
+    correct_spelling: bool = True
 
 
 @dataclass
 class AnswerConfig:
-    min_score: float = 0.35
+    min_score: float = 0.5
+    max_unknown: float = 0.55
     max_citations: int = 5
     max_question_chars: int = 2000
 
@@ -65,6 +71,14 @@ class DiscordConfig:
 
 
 @dataclass
+class ConversationConfig:
+    """Follow-up questions: how many earlier turns count, and when a conversation is over."""
+
+    turns: int = 3
+    idle_minutes: float = 10.0
+
+
+@dataclass
 class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -73,6 +87,7 @@ class Config:
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
+    conversation: ConversationConfig = field(default_factory=ConversationConfig)
     base_dir: Path = field(default_factory=Path.cwd)
 
     def path(self, value: str) -> Path:

@@ -4,14 +4,15 @@ near-duplicate passages grouped as "also in"."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .chunk import split_sentences
-from .lexical import tokenize
+from .chunk import answer_units
+from .lexical import Lexical, tokenize
 from .records import Answer, Citation, Hit, Source
+from .store import ChunkSentences
 
 NOT_FOUND = "I could not find that in the sources."
 _WORDS = re.compile(r"\w+")
@@ -21,12 +22,15 @@ _WORDS = re.compile(r"\w+")
 class AnswerSettings:
     """Thresholds and sizes of an answer."""
 
-    min_score: float = 0.35
+    min_score: float = 0.5
     max_citations: int = 5
     more_citations: int = 5
     passages: int = 20
     answer_sentences: int = 2
     duplicate_overlap: float = 0.5
+    duplicate_similarity: float = 0.85
+    quote_similarity: float = 0.5
+    max_unknown: float = 0.55
 
 
 @dataclass
@@ -50,17 +54,26 @@ def highlight_spans(text: str, keywords: Sequence[str]) -> list[tuple[int, int]]
 
 
 def build_answer(question: str, hits: list[Hit], qvec: np.ndarray,
-                 encode: Callable[[list[str]], np.ndarray],
-                 settings: AnswerSettings = AnswerSettings()) -> Answer:
-    """Pick answer sentences from the top passages and cite them."""
+                 stored: Mapping[int, ChunkSentences],
+                 settings: AnswerSettings = AnswerSettings(),
+                 encode: Callable[[list[str]], np.ndarray] | None = None,
+                 lexical: Lexical | None = None) -> Answer:
+    """Pick answer sentences from the top passages and cite them, or say nothing answers.
+
+    Args:
+        stored: the index's sentences of the hits' chunks, by chunk id; a chunk missing from
+            it has its sentences embedded with encode (or is skipped without one).
+        lexical: the index's BM25 model, whose word counts tell which question words the
+            sources never use; without it that test is skipped.
+    """
     keywords = tuple(dict.fromkeys(tokenize(question)))
-    sentences = _candidate_sentences(hits[: settings.passages])
+    sentences, vecs = _candidate_sentences(hits[: settings.passages], stored, encode)
     if not sentences:
         return Answer(question=question, answered=False, answer=NOT_FOUND, keywords=keywords)
-    vecs = encode([s.text for s in sentences])
     _score(sentences, qvec, vecs, keywords, _answer_type(question))
     best = max(s.score for s in sentences)
-    if best < settings.min_score:
+    unknown = unknown_share(keywords, lexical) if lexical is not None else 0.0
+    if best < settings.min_score or unknown >= settings.max_unknown:
         return Answer(question=question, answered=False, answer=NOT_FOUND,
                       keywords=keywords, score=best)
     citations = _citations(sentences, vecs, settings, people=_answer_type(question) == "who")
@@ -71,33 +84,47 @@ def build_answer(question: str, hits: list[Hit], qvec: np.ndarray,
                   keywords=keywords, score=best, more=tuple(more))
 
 
-def _candidate_sentences(hits: list[Hit]) -> list[_Sentence]:
+def unknown_share(stems: Sequence[str], lexical: Lexical) -> float:
+    """The share of a question's weight (IDF) in words that no indexed passage contains.
+
+    "When was Darroch born?" is about the articles, and close to many of their sentences,
+    but nothing in them says "born": that is what tells an unanswerable question from an
+    answerable one, which the sources nearly always answer in some of its own words.
+    """
+    if not stems:
+        return 1.0
+    df = lexical.doc_freqs(list(stems))
+    idf = np.log((lexical.n_docs + 1) / (df + 0.5))
+    return float(idf[df == 0].sum() / idf.sum()) if idf.sum() > 0 else 0.0
+
+
+def _candidate_sentences(hits: list[Hit], stored: Mapping[int, ChunkSentences],
+                         encode: Callable[[list[str]], np.ndarray] | None
+                         ) -> tuple[list[_Sentence], np.ndarray]:
+    """The quotable sentences of the hits, each once, with their vectors."""
     seen: set[tuple[str, int]] = set()
-    out = []
+    out: list[_Sentence] = []
+    rows: list[np.ndarray] = []
     for hit in hits:
         c = hit.chunk
-        label: tuple[int, int] | None = None
-        for a, b in split_sentences(c.text):
-            if _is_label(c.text, a, b):
-                # "Conservative Lawmaker Alan Duncan" above a quote says who speaks: keep it
-                # with the sentence that follows rather than alone.
-                label = (a, b)
+        got = stored.get(c.id) if c.id is not None else None
+        if got is None:
+            if encode is None:
                 continue
-            if label is not None:
-                a, label = label[0], None
-            key = (c.source_id, c.start + a)
-            if key in seen or len(_WORDS.findall(c.text[a:b])) < 3:
+            spans = tuple((c.start + a, c.start + b) for a, b in answer_units(c.text))
+            got = ChunkSentences(spans, encode([c.text[a - c.start:b - c.start]
+                                                for a, b in spans]))
+        for (a, b), vec in zip(got.spans, got.vectors, strict=True):
+            key = (c.source_id, a)
+            if key in seen:
                 continue
             seen.add(key)
-            out.append(_Sentence(hit, c.start + a, c.start + b, c.text[a:b]))
-    return out
-
-
-def _is_label(text: str, a: int, b: int) -> bool:
-    """A short line standing alone as a paragraph, without closing punctuation."""
-    line = text[a:b]
-    alone = text[b:b + 2] == "\n\n" and (a == 0 or text[a - 2:a] == "\n\n")
-    return alone and len(_WORDS.findall(line)) <= 10 and line[-1:] not in '.!?"\'”’:;,'
+            # A slice of the chunk, which is itself a slice of the source: verbatim by
+            # construction.
+            out.append(_Sentence(hit, a, b, c.text[a - c.start:b - c.start]))
+            rows.append(vec)
+    vecs = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 1), dtype=np.float32)
+    return out, vecs
 
 
 def _score(sentences: list[_Sentence], qvec: np.ndarray, vecs: np.ndarray,
@@ -179,7 +206,10 @@ def _citations(sentences: list[_Sentence], vecs: np.ndarray, settings: AnswerSet
     For a "who" question, sentences that name someone not yet cited come first, so the
     citations cover the different people rather than one person several times.
     """
-    order = _diverse(sentences, vecs)
+    # For "who" the people rule below diversifies; MMR would push away the other people who
+    # did the same thing, since their sentences are alike.
+    order = sorted(range(len(sentences)), key=lambda i: -sentences[i].score) if people \
+        else _diverse(sentences, vecs)
     if people:
         named: set[str] = set()
         fresh, stale = [], []
@@ -188,12 +218,14 @@ def _citations(sentences: list[_Sentence], vecs: np.ndarray, settings: AnswerSet
             (fresh if names - named else stale).append(i)
             named |= names
         order = fresh + stale
-    groups: list[tuple[_Sentence, list[Source]]] = []
+    groups: list[tuple[int, list[Source]]] = []
     per_chunk: dict[int | None, int] = {}
+    sims = vecs @ vecs.T
     for i in order:
         s = sentences[i]
-        for lead, also in groups:
-            if _overlap(s.text, lead.text) >= settings.duplicate_overlap:
+        for j, also in groups:
+            lead = sentences[j]
+            if _same_report(s.text, lead.text, float(sims[i, j]), settings):
                 if s.hit.source.id != lead.hit.source.id and \
                         all(o.id != s.hit.source.id for o in also):
                     also.append(s.hit.source)
@@ -201,10 +233,38 @@ def _citations(sentences: list[_Sentence], vecs: np.ndarray, settings: AnswerSet
         else:
             if per_chunk.get(s.hit.chunk.id, 0) < 2:
                 per_chunk[s.hit.chunk.id] = per_chunk.get(s.hit.chunk.id, 0) + 1
-                groups.append((s, []))
-    return [Citation(n=i, quote=s.text, source=s.hit.source, start=s.start, end=s.end,
+                groups.append((i, []))
+    return [Citation(n=n, quote=s.text, source=s.hit.source, start=s.start, end=s.end,
                      score=round(s.score, 4), also_in=tuple(also))
-            for i, (s, also) in enumerate(groups, 1)]
+            for n, (s, also) in enumerate(((sentences[j], a) for j, a in groups), 1)]
+
+
+def _same_report(a: str, b: str, similarity: float, settings: AnswerSettings) -> bool:
+    """Whether two sentences report the same thing: mostly the same words, or the same
+    quotation with similar content, or very similar content.
+
+    Wire copies reword the frame around a quote ("Hunt tweeted that he was "deeply
+    saddened"", "Hunt said he was "deeply saddened" by Darroch's decision"), so shared words
+    alone miss them; the quotation they share and their embeddings do not.
+    """
+    if _overlap(a, b) >= settings.duplicate_overlap or \
+            similarity >= settings.duplicate_similarity:
+        return True
+    return similarity >= settings.quote_similarity and bool(_quoted(a) & _quoted(b))
+
+
+_QUOTED = re.compile(r'["“”]([^"“”]{4,}?)["“”]')
+
+
+def _quoted(text: str) -> set[tuple[str, ...]]:
+    """Word trigrams inside quotation marks (a two-word quote counts whole), leaving out
+    those of stop words alone ("it is a"), which any two quotes may share."""
+    out: set[tuple[str, ...]] = set()
+    for m in _QUOTED.finditer(text):
+        words = [w.lower() for w in _WORDS.findall(m.group(1))]
+        if len(words) >= 2:
+            out |= {sh for sh in _shingles(" ".join(words)) if tokenize(" ".join(sh))}
+    return out
 
 
 def _diverse(sentences: list[_Sentence], vecs: np.ndarray, penalty: float = 0.3) -> list[int]:

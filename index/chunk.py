@@ -20,6 +20,7 @@ _BOUNDARY = re.compile(r"""[.!?…]+["'”’)\]]*(?=\s+)""")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _WORD_BEFORE = re.compile(r"([\w.]+)[.!?…]*[\"'”’)\]]*$")
 _NEXT_START = re.compile(r"""\s+["'“‘(\[]*([\w$£€]?)""")
+_WORDS = re.compile(r"\w+")
 
 
 def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
@@ -34,6 +35,33 @@ def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[t
                 cut = m.end()
         spans.append((cut, p1))
     return [s for s in (_strip(text, a, b) for a, b in spans) if s[1] > s[0]]
+
+
+def answer_units(text: str) -> list[tuple[int, int]]:
+    """The spans that can be quoted as an answer: sentences of at least three words.
+
+    A short line standing alone as a paragraph ("Conservative Lawmaker Alan Duncan" above a
+    quote) says who speaks, so it is joined to the sentence that follows rather than kept
+    alone. The index embeds exactly these spans, so answering embeds nothing.
+    """
+    out: list[tuple[int, int]] = []
+    label: int | None = None
+    for a, b in split_sentences(text):
+        if _is_label(text, a, b):
+            label = a
+            continue
+        if label is not None:
+            a, label = label, None
+        if len(_WORDS.findall(text[a:b])) >= 3:
+            out.append((a, b))
+    return out
+
+
+def _is_label(text: str, a: int, b: int) -> bool:
+    """A short line standing alone as a paragraph, without closing punctuation."""
+    line = text[a:b]
+    alone = text[b:b + 2] == "\n\n" and (a == 0 or text[a - 2:a] == "\n\n")
+    return alone and len(_WORDS.findall(line)) <= 10 and line[-1:] not in '.!?"\'”’:;,'
 
 
 def _paragraph_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:

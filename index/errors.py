@@ -31,3 +31,7 @@ class BadQuery(CitebotError):
 
 class IndexBusy(CitebotError):
     """Another process is updating the index."""
+
+
+class BadQuestionFile(CitebotError):
+    """A labelled question file (for `citebot eval`) that is missing, malformed or unlabelled."""

@@ -18,12 +18,15 @@ import numpy as np
 
 from . import ingest
 from .answer import AnswerSettings, build_answer
-from .chunk import chunk_text
+from .chunk import answer_units, chunk_text
+from .conversation import Turn, follow_up_query
 from .embed import Embedder
 from .errors import BadQuery, CitebotError, IndexBusy, IndexCorrupt, IndexNotFound
+from .lexical import correct_spelling
 from .records import Answer, Citation, Hit, Source
 from .retrieve import RetrievalSettings, hybrid_search
 from .store import (
+    ChunkSentences,
     Manifest,
     Snapshot,
     SourceRows,
@@ -175,21 +178,42 @@ class Library:
 
     def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
         """search() for many queries, embedding them in batches."""
-        queries = [self._check_query(q) for q in queries]
         snap = self.snapshot()
-        qvecs = self.embedder.encode(queries)
+        queries = [self._normalise(snap, self._check_query(q)) for q in queries]
+        qvecs = self.embedder.encode(queries) if len(queries) > 1 else \
+            self.embedder.encode_query(queries[0])[None, :]
         return [hybrid_search(snap, q, v, k, self.settings.retrieval)
                 for q, v in zip(queries, qvecs, strict=True)]
 
-    def ask(self, question: str, *, context: Sequence[str] = ()) -> Answer:
-        """The answer to a question, with citations; context is earlier questions."""
+    def ask(self, question: str, *, context: Sequence[Turn | str] = ()) -> Answer:
+        """The answer to a question, with citations.
+
+        context: the conversation's earlier turns (or questions); a follow-up such as "how
+        old is he?" is retrieved and answered with the names they were about.
+        """
         question = self._check_query(question)
         snap = self.snapshot()
-        qvec = self.embedder.encode([question])[0]
-        hits = hybrid_search(snap, question, qvec, self.settings.answer.passages,
+        query = self._normalise(snap, question)
+        query = follow_up_query(query, context) if context else query
+        qvec = self.embedder.encode_query(query)
+        hits = hybrid_search(snap, query, qvec, self.settings.answer.passages,
                              self.settings.retrieval)
-        return build_answer(question, hits, qvec,
-                            self.embedder.encode, self.settings.answer)
+        stored = snap.sentences([h.chunk.id for h in hits if h.chunk.id is not None])
+        answer = build_answer(query, hits, qvec, stored, self.settings.answer,
+                              encode=self.embedder.encode, lexical=snap.lexical)
+        return answer if query == question else replace(answer, question=question)
+
+    def _normalise(self, snap: Snapshot, query: str) -> str:
+        """The query as searched: misspelt words corrected against the index's words."""
+        if not self.settings.retrieval.correct_spelling:
+            return query
+
+        def is_word(word: str) -> bool:
+            # A word the sources use in another form, or one the model's vocabulary holds
+            # whole, is a word; a misspelling splits into pieces.
+            return snap.lexical.knows(word) or self.embedder.token_counts([word]) == [1]
+
+        return correct_spelling(query, snap.word_counts, is_word)
 
     def more(self, answer: Answer) -> tuple[Citation, ...]:
         return answer.more
@@ -225,12 +249,16 @@ class Library:
             old = None if rebuild else self._old_snapshot()
             old_sources = old.sources() if old else {}
             kept: dict[str, SourceRows] = {}
-            reuse: dict[str, np.ndarray] = {}
+            reuse: dict[str, tuple[np.ndarray, ChunkSentences]] = {}
             if old:
                 by_source: dict[str, list] = {}
+                old_sentences = old.all_sentences()
                 for chunk, blob in old.all_chunks():
                     by_source.setdefault(chunk.source_id, []).append(chunk)
-                    reuse[chunk.hash] = np.frombuffer(blob, dtype=np.float32)
+                    sents = old_sentences.get(chunk.id, ChunkSentences((), _no_vectors(blob)))
+                    # Kept relative to the chunk: the same text may start elsewhere next time.
+                    reuse[chunk.hash] = (np.frombuffer(blob, dtype=np.float32),
+                                         sents.shifted(-chunk.start))
                 for sid, src in old_sources.items():
                     kept[sid] = SourceRows(src, old.source_text(sid), by_source.get(sid, []))
             for spec in remove:
@@ -246,13 +274,16 @@ class Library:
                         report.removed.append(kept.pop(sid).source.location)
             new_rows = self._load(specs, kept, report)
             rows = list(kept.values())
-            embeddings = self._embed(rows, new_rows, reuse, progress, report)
+            embeddings, sentences = self._embed(rows, new_rows, reuse, progress, report)
             changed = bool(report.added or report.changed or report.removed) or rebuild \
                 or old is None
             report.chunks_total = sum(len(r.chunks) for r in rows)
+            if changed and not rows:  # BM25 (bm25s) cannot build an index of nothing
+                raise CitebotError("that would leave the index with no sources, so it is left "
+                                   "as it was; add another source first")
             if changed:
                 folder = write_generation(self.index_dir, self.manifest(), rows, embeddings,
-                                          self.settings.vector_kind)
+                                          self.settings.vector_kind, sentences)
                 report.generation = folder.name
         report.seconds = time.monotonic() - started
         return report
@@ -306,26 +337,49 @@ class Library:
             fresh.add(src.id)
         return fresh
 
-    def _embed(self, rows: list[SourceRows], fresh: set[str], reuse: dict[str, np.ndarray],
-               progress: Progress | None, report: UpdateReport) -> np.ndarray:
+    def _embed(self, rows: list[SourceRows], fresh: set[str],
+               reuse: dict[str, tuple[np.ndarray, ChunkSentences]],
+               progress: Progress | None,
+               report: UpdateReport) -> tuple[np.ndarray, list[ChunkSentences]]:
+        """Vectors of every chunk and of its quotable sentences, reusing those of unchanged
+        chunk texts, so an update embeds only new text."""
         chunks = [c for r in rows for c in r.chunks]
         out = np.zeros((len(chunks), self.embedder.dim), dtype=np.float32)
+        sentences: list[ChunkSentences | None] = [None] * len(chunks)
         todo = [i for i, c in enumerate(chunks) if c.hash not in reuse]
         for i, c in enumerate(chunks):
             if c.hash in reuse:
-                out[i] = reuse[c.hash]
+                out[i] = reuse[c.hash][0]
+                sentences[i] = reuse[c.hash][1].shifted(c.start)
+        # A sentence shared by overlapping chunks is embedded once.
+        spans = {i: answer_units(chunks[i].text) for i in todo}
+        texts = list(dict.fromkeys(chunks[i].text[a:b] for i in todo for a, b in spans[i]))
         if todo:
+            self.embedder.prepare()  # the fast paths: made once per model and machine
             done = 0
+            total = len(todo) + len(texts)
 
             def step(n: int) -> None:
                 nonlocal done
                 done += n
                 if progress:
-                    progress(done, len(todo))
+                    progress(done, total)
 
             out[todo] = self.embedder.encode([chunks[i].text for i in todo], progress=step)
+            vecs = self.embedder.encode(texts, progress=step)
+            row = {t: j for j, t in enumerate(texts)}
+            for i in todo:
+                c = chunks[i]
+                sentences[i] = ChunkSentences(
+                    tuple((c.start + a, c.start + b) for a, b in spans[i]),
+                    vecs[[row[c.text[a:b]] for a, b in spans[i]]].reshape(-1, self.embedder.dim))
         report.chunks_embedded = len(todo)
-        return out
+        assert all(s is not None for s in sentences)  # every chunk was reused or embedded
+        return out, [s for s in sentences if s is not None]
+
+
+def _no_vectors(blob: bytes) -> np.ndarray:
+    return np.zeros((0, len(blob) // 4), dtype=np.float32)
 
 
 def _same_file(a: Source, b: Source) -> bool:

@@ -12,18 +12,30 @@ from .store import Snapshot
 
 @dataclass(frozen=True)
 class RetrievalSettings:
-    """How candidates are gathered and fused."""
+    """How candidates are gathered, fused and re-ranked.
+
+    Args:
+        dense_weight: share of the chunk cosine against the BM25 score (scaled to the best
+            candidate's) in the fused score.
+        sentence_weight: weight of the best single sentence's cosine: a passage that holds one
+            sentence close to the question beats one that is vaguely about it throughout.
+        correct_spelling: search misspelt question words as the indexed word one edit away.
+    """
 
     candidates: int = 50
-    dense_weight: float = 0.5
+    dense_weight: float = 0.6
+    sentence_weight: float = 0.7
+    correct_spelling: bool = True
 
 
 def hybrid_search(snap: Snapshot, query: str, qvec: np.ndarray, k: int,
                   settings: RetrievalSettings = RetrievalSettings()) -> list[Hit]:
-    """The k best chunks for a query, by a weighted sum of cosine and normalised BM25."""
+    """The k best chunks for a query: a weighted sum of chunk cosine, BM25 (scaled to the best
+    candidate's) and the best sentence's cosine."""
     n = snap.vectors.ntotal
     if n == 0 or k <= 0:
         return []
+    qvec = qvec.astype(np.float32)
     pool = min(n, max(settings.candidates, k))
     _, dense_ids = snap.vectors.search(qvec.reshape(1, -1), pool)
     lex_all = snap.lexical.scores(query)
@@ -31,12 +43,15 @@ def hybrid_search(snap: Snapshot, query: str, qvec: np.ndarray, k: int,
     lex_ids = lex_ids[lex_all[lex_ids] > 0]
     ids = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids])).astype(np.int64)
     # Exact cosines for every candidate, whatever approximate index found them.
-    dense = snap.embeddings(ids.tolist()) @ qvec.astype(np.float32)
+    vecs = snap.embeddings(ids.tolist())
+    dense = vecs @ qvec
     lex = lex_all[ids]
     top = float(lex.max()) if len(lex) else 0.0
     lex_norm = lex / top if top > 0 else np.zeros_like(lex)
     w = settings.dense_weight
     fused = w * dense + (1.0 - w) * lex_norm
+    if settings.sentence_weight:
+        fused = fused + settings.sentence_weight * _best_sentence(snap, ids, qvec)
     order = np.argsort(-fused, kind="stable")[:k]
     chunks = snap.chunks([int(ids[i]) for i in order])
     sources = snap.sources()
@@ -47,3 +62,14 @@ def hybrid_search(snap: Snapshot, query: str, qvec: np.ndarray, k: int,
                         source=sources[chunk.source_id], dense=float(dense[i]),
                         lexical=float(lex_norm[i])))
     return hits
+
+
+def _best_sentence(snap: Snapshot, ids: np.ndarray, qvec: np.ndarray) -> np.ndarray:
+    """Each candidate's highest sentence cosine (its chunk cosine when it has no sentence)."""
+    stored = snap.sentences(ids.tolist())
+    out = np.zeros(len(ids), dtype=np.float32)
+    for j, cid in enumerate(ids.tolist()):
+        got = stored.get(cid)
+        if got is not None and len(got.spans):
+            out[j] = float((got.vectors @ qvec).max())
+    return out

@@ -4,8 +4,9 @@ Layout of an index folder:
     CURRENT              name of the live generation, replaced atomically (os.replace)
     gen-000007/          one complete, immutable generation
         manifest.json    model, dimension, chunking settings, format version, counts
-        index.sqlite     sources (with their extracted text) and chunks (text, offsets, hash,
-                         embedding); chunk row ids are 0..n-1, the ids FAISS and BM25 use
+        index.sqlite     sources (with their extracted text), chunks (text, offsets, hash,
+                         embedding; row ids 0..n-1, the ids FAISS and BM25 use) and the
+                         quotable sentences of each chunk with their own embeddings
         vectors.faiss
         bm25/
     .lock                held by the one process writing a new generation
@@ -28,13 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IndexCorrupt, IndexNotFound, ModelMismatch
-from .lexical import Lexical
+from .lexical import Lexical, given_names, lexical_text, surface_words
 from .records import Chunk, Source
 from .vectors import VectorIndex
 
-FORMAT_VERSION = 1
-_KEEP_GENERATIONS = 2
-
+# 2: sentences (answers and ranking embed nothing at query time) and words (spelling).
+FORMAT_VERSION = 2
 _SCHEMA = """
 CREATE TABLE sources (
     id TEXT PRIMARY KEY, title TEXT NOT NULL, path TEXT, url TEXT, publisher TEXT, date TEXT,
@@ -45,7 +45,29 @@ CREATE TABLE chunks (
     embedding BLOB NOT NULL);
 CREATE INDEX chunks_source ON chunks(source_id);
 CREATE INDEX chunks_hash ON chunks(hash);
+CREATE TABLE sentences (
+    id INTEGER PRIMARY KEY, chunk_id INTEGER NOT NULL REFERENCES chunks(id),
+    start INTEGER NOT NULL, end INTEGER NOT NULL, embedding BLOB NOT NULL);
+CREATE INDEX sentences_chunk ON sentences(chunk_id);
+CREATE TABLE words (word TEXT PRIMARY KEY, chunks INTEGER NOT NULL) WITHOUT ROWID;
 """
+
+
+# Sentence vectors are only compared, never searched: half precision keeps three digits of
+# cosine and halves the largest table.
+_SENTENCE_DTYPE = np.float16
+
+
+@dataclass(frozen=True)
+class ChunkSentences:
+    """The quotable sentences of one chunk: spans in the source's text and their vectors."""
+
+    spans: tuple[tuple[int, int], ...]
+    vectors: np.ndarray  # float32, one normalised row per span
+
+    def shifted(self, delta: int) -> ChunkSentences:
+        """The same sentences with offsets moved (a kept chunk that now starts elsewhere)."""
+        return ChunkSentences(tuple((a + delta, b + delta) for a, b in self.spans), self.vectors)
 
 
 @dataclass(frozen=True)
@@ -167,6 +189,31 @@ class Snapshot:
         return np.stack([np.frombuffer(rows[int(i)], dtype=np.float32) for i in ids]) \
             if ids else np.zeros((0, self.manifest.dim), dtype=np.float32)
 
+    def sentences(self, ids: list[int]) -> dict[int, ChunkSentences]:
+        """The stored sentences of the given chunk ids (none for a chunk of short lines)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._query(f"SELECT chunk_id, start, end, embedding FROM sentences"
+                           f" WHERE chunk_id IN ({marks}) ORDER BY id",
+                           tuple(int(i) for i in ids))
+        got = _group_sentences(rows, self.manifest.dim)
+        empty = ChunkSentences((), np.zeros((0, self.manifest.dim), dtype=np.float32))
+        return {int(i): got.get(int(i), empty) for i in ids}
+
+    def all_sentences(self) -> dict[int, ChunkSentences]:
+        """Every chunk's sentences by chunk id (for reuse by the next generation)."""
+        rows = self._query("SELECT chunk_id, start, end, embedding FROM sentences ORDER BY id")
+        return _group_sentences(rows, self.manifest.dim)
+
+    def word_counts(self, words: list[str]) -> dict[str, int]:
+        """How many chunks hold each of the given lower-cased words (unknown ones left out)."""
+        if not words:
+            return {}
+        marks = ",".join("?" * len(words))
+        return dict(self._query(f"SELECT word, chunks FROM words WHERE word IN ({marks})",
+                                tuple(words)))
+
     def source_text(self, source_id: str) -> str:
         rows = self._query("SELECT text FROM sources WHERE id = ?", (source_id,))
         return rows[0][0] if rows else ""
@@ -181,6 +228,19 @@ class Snapshot:
     def close(self) -> None:
         with self._lock:
             self.db.close()
+
+
+def _group_sentences(rows: list[tuple], dim: int) -> dict[int, ChunkSentences]:
+    spans: dict[int, list[tuple[int, int]]] = {}
+    blobs: dict[int, list[bytes]] = {}
+    for cid, a, b, blob in rows:
+        spans.setdefault(cid, []).append((a, b))
+        blobs.setdefault(cid, []).append(blob)
+    out = {}
+    for cid, parts in blobs.items():
+        vecs = np.frombuffer(b"".join(parts), dtype=_SENTENCE_DTYPE).reshape(len(parts), dim)
+        out[cid] = ChunkSentences(tuple(spans[cid]), vecs.astype(np.float32))
+    return out
 
 
 def open_snapshot(index_dir: Path, expected: Manifest | None = None) -> Snapshot:
@@ -207,10 +267,12 @@ class SourceRows:
 
 
 def write_generation(index_dir: Path, manifest: Manifest, rows: list[SourceRows],
-                     embeddings: np.ndarray, vector_kind: str = "auto") -> Path:
+                     embeddings: np.ndarray, vector_kind: str = "auto",
+                     sentences: list[ChunkSentences] | None = None) -> Path:
     """Write a complete new generation and make it the live one; returns its folder.
 
-    embeddings has one row per chunk, in the order of rows' chunks.
+    embeddings (and sentences, when given) have one entry per chunk, in the order of rows'
+    chunks.
     """
     index_dir.mkdir(parents=True, exist_ok=True)
     number = _next_number(index_dir)
@@ -219,6 +281,7 @@ def write_generation(index_dir: Path, manifest: Manifest, rows: list[SourceRows]
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     texts: list[str] = []
+    bm25_texts: list[str] = []
     db = sqlite3.connect(tmp / "index.sqlite")
     try:
         db.executescript(_SCHEMA)
@@ -228,31 +291,44 @@ def write_generation(index_dir: Path, manifest: Manifest, rows: list[SourceRows]
             db.execute("INSERT INTO sources VALUES (?,?,?,?,?,?,?,?,?)",
                        (s.id, s.title, s.path, s.url, s.publisher, s.date, s.content_hash,
                         s.added_at or now_iso(), r.text))
+            names = given_names(r.text)
             for c in r.chunks:
+                bm25_texts.append(lexical_text(c.text, names))
                 db.execute("INSERT INTO chunks VALUES (?,?,?,?,?,?,?)",
                            (cid, s.id, c.start, c.end, c.text, c.hash,
                             embeddings[cid].astype(np.float32).tobytes()))
+                if sentences is not None:
+                    db.executemany(
+                        "INSERT INTO sentences (chunk_id, start, end, embedding) VALUES (?,?,?,?)",
+                        [(cid, a, b, v.astype(_SENTENCE_DTYPE).tobytes())
+                         for (a, b), v in zip(sentences[cid].spans, sentences[cid].vectors,
+                                              strict=True)])
                 texts.append(c.text)
                 cid += 1
+        db.executemany("INSERT INTO words VALUES (?,?)", surface_words(texts).items())
         db.commit()
     finally:
         db.close()
     ids = np.arange(len(texts), dtype=np.int64)
     vectors = VectorIndex.build(embeddings.reshape(len(texts), manifest.dim), ids, vector_kind)
     vectors.save(tmp / "vectors.faiss")
-    Lexical.build(texts).save(tmp / "bm25")
+    Lexical.build(bm25_texts).save(tmp / "bm25")
     manifest = Manifest(**{**asdict(manifest), "vector_kind": vectors.kind,
                            "sources": len(rows), "chunks": len(texts),
                            "created_at": now_iso()})
     (tmp / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2))
     _fsync_tree(tmp)
+    try:
+        previous = current_generation(index_dir)
+    except IndexCorrupt:  # a rebuild over a damaged CURRENT: nothing live to keep
+        previous = None
     os.replace(tmp, final)
     pointer = index_dir / f".CURRENT.{os.getpid()}"
     pointer.write_text(final.name + "\n")
     _fsync_file(pointer)
     os.replace(pointer, index_dir / "CURRENT")
     _fsync_dir(index_dir)
-    _collect_garbage(index_dir, keep=final.name)
+    _collect_garbage(index_dir, keep=(final.name, previous.name if previous else ""))
     return final
 
 
@@ -261,11 +337,15 @@ def _next_number(index_dir: Path) -> int:
     return max(numbers, default=0) + 1
 
 
-def _collect_garbage(index_dir: Path, keep: str) -> None:
-    """Drop old generations and leftovers of killed writers (the caller holds the lock)."""
-    gens = sorted(p for p in index_dir.glob("gen-*") if p.is_dir())
-    for old in gens[:-_KEEP_GENERATIONS]:
-        if old.name != keep:
+def _collect_garbage(index_dir: Path, keep: tuple[str, ...]) -> None:
+    """Drop all but the new and the previously live generation, and leftovers of killed writers.
+
+    Keeping by liveness, not by number: an orphan generation of a writer killed between its
+    rename and the CURRENT switch must not push out the one readers were just using.
+    The caller holds the lock.
+    """
+    for old in index_dir.glob("gen-*"):
+        if old.is_dir() and old.name not in keep:
             shutil.rmtree(old, ignore_errors=True)
     for leftover in list(index_dir.glob(".tmp-gen-*")) + list(index_dir.glob(".CURRENT.*")):
         if leftover.is_dir():

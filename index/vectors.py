@@ -1,7 +1,34 @@
-"""The FAISS side of the store: vectors keyed by chunk row id, inner product on unit vectors."""
+"""The FAISS side of the store: vectors keyed by chunk row id, inner product on unit vectors.
+
+choose_kind picks the index by size. Figures from bench/scale.py on 2 shared cores, with
+synthetic data calibrated to MiniLM embeddings (bench/results/scale.md):
+
+- up to FLAT_MAX = 100,000 vectors, "flat": exact search, 6.8 ms a question at 100,000
+  (half the ~15 ms search budget) and 154 MB; no training, nothing to tune, nothing lost.
+- beyond, "pq_sq8": every vector is scanned as a 48-byte 4-bit PQ code with FAISS fast-scan,
+  then the best k·REFINE_K_FACTOR candidates are scored again with 8-bit scalar-quantised
+  codes. At 1,000,000: recall@10 0.984 against exact, p50 2.8 ms (p99 4.9), 440 MB, built
+  in 5 s; 13.8 ms a question with the embedding included (embedding alone 9.7 ms).
+
+Rejected at 1,000,000 vectors: exact (57 ms, 1.5 GB); flat SQ8 (43 ms); HNSW over SQ8, M 24,
+efConstruction 80 (4-minute build, 600 MB, recall 0.88 at efSearch 1024 in 4.7 ms, 0.91 at
+2048 in 7.9 ms; M 32 would take ~670 MB); IVF4000-SQ8 (0.95 only at nprobe 1000, 14 ms).
+The graph and the partitions do much worse on embedding-like data than on Gaussian clusters;
+the PQ scan does not depend on them. It is linear in n, ~3 ms per million vectors, so it
+stays inside the search budget up to ~4M; beyond, put an IVF in front (IVF4096,PQ96x4fs +
+SQ8 re-ranking: 0.977 at nprobe 2048, 4.9 ms at 1M in a separate run).
+
+One query at a time runs on one FAISS thread (see VectorIndex.search). Ids are chunk row
+ids, kept by IndexIDMap2 for flat (as before), IndexIDMap (no reverse map, 40 B per vector
+less) for the other kinds but ivf_sq8, whose inverted lists keep them. sq8, hnsw_sq8 and
+ivf_sq8 are there for the benchmark and for explicit use.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
@@ -9,10 +36,123 @@ import numpy as np
 
 from .errors import IndexCorrupt
 
+KINDS = ("flat", "pq_sq8", "sq8", "hnsw_sq8", "ivf_sq8")
+
+FLAT_MAX = 100_000  # exact search up to this many vectors, then pq_sq8
+REFINE_K_FACTOR = 100  # pq_sq8 re-ranks k·100 fast-scan candidates with the SQ8 codes
+HNSW_M = 24  # graph links per node: 32 would put 1M vectors over 0.6 GB
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 1024
+IVF_PROBE_FRACTION = 1 / 4  # share of the inverted lists scanned per query
+TRAIN_SAMPLE = 65_536  # vectors used to train PQ and IVF codebooks
+# Fewer vectors than this and a kind is built as "flat" instead: PQ needs 16 points per
+# codebook and IVF 39 per list, and exact search is the better index at such sizes anyway.
+MIN_VECTORS = {"flat": 0, "sq8": 1, "hnsw_sq8": 1, "ivf_sq8": 39, "pq_sq8": 1_000}
+
+_SQ8 = faiss.ScalarQuantizer.QT_8bit
+_IP = faiss.METRIC_INNER_PRODUCT
+
 
 def choose_kind(n: int) -> str:
     """The FAISS index type for n vectors: exact search while it is fast enough."""
-    return "flat"
+    return "flat" if n <= FLAT_MAX else "pq_sq8"
+
+
+def ivf_lists(n: int) -> int:
+    """Inverted lists for n vectors: about 4·√n, with 39 training points per list at least."""
+    return max(1, min(int(4 * math.sqrt(n)), n // 39))
+
+
+def pq_subquantizers(dim: int) -> int:
+    """4-bit PQ sub-quantizers for dim: one per 4 dimensions (96 for 384-d)."""
+    return max(m for m in range(1, dim // 4 + 1) if dim % m == 0) if dim >= 4 else 1
+
+
+@contextmanager
+def omp_threads(n: int) -> Iterator[None]:
+    """Run FAISS with n OpenMP threads in this thread, then restore the setting."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _sample(vectors: np.ndarray, size: int) -> np.ndarray:
+    if len(vectors) <= size:
+        return vectors
+    rows = np.random.default_rng(0).choice(len(vectors), size, replace=False)
+    return vectors[np.sort(rows)]
+
+
+def _train_new(kind: str, vectors: np.ndarray) -> faiss.Index:
+    """A trained, empty index of the kind, ids not yet mapped."""
+    n, dim = vectors.shape
+    if kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    if kind == "pq_sq8":
+        index = faiss.index_factory(dim, f"PQ{pq_subquantizers(dim)}x4fs,Refine(SQ8)", _IP)
+        # PQ training runs many tiny parallel loops: on 2 busy cores a second thread made it
+        # 2x slower, once 40x; one thread needs under a second.
+        with omp_threads(1):
+            faiss.downcast_index(index.base_index).train(_sample(vectors, TRAIN_SAMPLE))
+        faiss.downcast_index(index.refine_index).train(vectors)
+        index.is_trained = True
+        return index
+    if kind == "ivf_sq8":
+        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, ivf_lists(n), _SQ8, _IP)
+        index.train(_sample(vectors, max(TRAIN_SAMPLE, 64 * index.nlist)))
+        return index
+    if kind == "sq8":
+        index = faiss.IndexScalarQuantizer(dim, _SQ8, _IP)
+    else:
+        index = faiss.IndexHNSWSQ(dim, _SQ8, HNSW_M, _IP)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.train(vectors)  # SQ8: per-dimension min and max, one pass
+    return index
+
+
+def _wrap(kind: str, index: faiss.Index) -> faiss.Index:
+    """Map positions to chunk row ids."""
+    if kind == "ivf_sq8":
+        return index  # the inverted lists store the ids themselves
+    if kind == "flat":
+        return faiss.IndexIDMap2(index)  # as citebot always saved it
+    return faiss.IndexIDMap(index)  # no reverse map: 40 B per vector less
+
+
+def _inner(index: faiss.Index) -> faiss.Index:
+    if isinstance(index, faiss.IndexIDMap):  # IndexIDMap2 is a subclass
+        return faiss.downcast_index(index.index)
+    return index
+
+
+def _kind_of(index: faiss.Index) -> str | None:
+    """The kind a loaded index is, judged by its FAISS classes and metric."""
+    inner = _inner(index)
+    if inner.metric_type != _IP:
+        return None
+    if isinstance(inner, faiss.IndexRefine):
+        base = faiss.downcast_index(inner.base_index)
+        refine = faiss.downcast_index(inner.refine_index)
+        pq_sq8 = isinstance(base, faiss.IndexPQFastScan) and isinstance(
+            refine, faiss.IndexScalarQuantizer)
+        return "pq_sq8" if pq_sq8 else None
+    kinds = [("flat", faiss.IndexFlatIP), ("sq8", faiss.IndexScalarQuantizer),
+             ("hnsw_sq8", faiss.IndexHNSWSQ), ("ivf_sq8", faiss.IndexIVFScalarQuantizer)]
+    return next((kind for kind, cls in kinds if isinstance(inner, cls)), None)
+
+
+def _tune(index: faiss.Index, kind: str) -> None:
+    """Set the search-time effort, so the file's stored value never decides it."""
+    inner = _inner(index)
+    if kind == "hnsw_sq8":
+        inner.hnsw.efSearch = HNSW_EF_SEARCH
+    elif kind == "ivf_sq8":
+        inner.nprobe = max(1, round(inner.nlist * IVF_PROBE_FRACTION))
+    elif kind == "pq_sq8":
+        inner.k_factor = REFINE_K_FACTOR
 
 
 class VectorIndex:
@@ -32,29 +172,59 @@ class VectorIndex:
 
     @classmethod
     def build(cls, vectors: np.ndarray, ids: np.ndarray, kind: str = "auto") -> VectorIndex:
+        """Index unit vectors under their row ids; "auto" lets choose_kind pick the kind.
+
+        A kind asked for with fewer vectors than it can train on (MIN_VECTORS) is built
+        as "flat"; `.kind` tells which was built.
+        """
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if vectors.ndim != 2 or len(ids) != len(vectors):
+            raise ValueError("vectors must be 2-D with one id per row")
         kind = choose_kind(len(vectors)) if kind == "auto" else kind
-        if kind != "flat":
-            raise ValueError(f"unknown vector index kind {kind!r}")
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+        if kind not in KINDS:
+            raise ValueError(f"unknown vector index kind {kind!r}; known: {', '.join(KINDS)}")
+        if len(vectors) < MIN_VECTORS[kind]:
+            kind = "flat"
+        index = _wrap(kind, _train_new(kind, vectors))
         if len(vectors):
             index.add_with_ids(vectors, ids)
+        _tune(index, kind)
         return cls(index, kind)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) per query row; missing slots have id -1."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        """Top-k (scores, ids) per query row; missing slots have id -1.
+
+        A single query runs on one FAISS thread (the OpenMP setting is per calling thread):
+        on 2 cores shared with the embedder and other work, a second thread never helped,
+        made exact search 2.2-2.5x slower and a whole question 6-20 ms slower.
+        """
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, self.ntotal or 1))
-        return self.index.search(queries, k)
+        if len(queries) != 1:
+            return self.index.search(queries, k)
+        with omp_threads(1):
+            return self.index.search(queries, k)
 
     def save(self, path: Path) -> None:
         faiss.write_index(self.index, str(path))
 
     @classmethod
-    def load(cls, path: Path, kind: str) -> VectorIndex:
+    def load(cls, path: Path, kind: str, *, mmap: bool = False) -> VectorIndex:
+        """Read an index saved by save(); IndexCorrupt when the file is damaged.
+
+        mmap maps flat codes from the file instead of copying them (flat, sq8, and the
+        SQ8 codes of pq_sq8): fast start, and pages are shared and reclaimable. The file
+        must then be replaced by rename, never rewritten in place, while it is loaded.
+        """
+        flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0
         try:
-            index = faiss.read_index(str(path))
+            index = faiss.read_index(str(path), flags)
         except Exception as exc:  # FAISS raises RuntimeError with C++ text on any damage
             raise IndexCorrupt(f"the vector file {path} is damaged") from exc
+        found = _kind_of(index)
+        if found != kind:
+            raise IndexCorrupt(
+                f"the vector file {path} holds a {found or 'foreign'} index, not a {kind} one")
+        _tune(index, kind)
         return cls(index, kind)

@@ -1,0 +1,232 @@
+"""Embedding benchmark: throughput, agreement with the reference and start-up time per path.
+
+    python bench/embed.py             # ~1500 SQuAD chunks, a few minutes; writes results/embed.md
+    python bench/embed.py --smoke     # 64 chunks and one cold start: checks that it all runs
+
+Paths run interleaved slice by slice, so load from other processes slows them alike; the
+ratios measured in one run are what to compare, not the absolute rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from index.embed import Embedder
+
+HERE = Path(__file__).resolve().parent
+CORPUS = Path("/work/shared/eval/squad/corpus")
+QUERIES = Path("/work/shared/eval/squad/queries.jsonl")
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "citebot-bench-embed-cache"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
+
+
+def load_chunks(embedder: Embedder, corpus: Path, limit: int) -> list[str]:
+    """Paragraphs of the corpus files, long ones split at sentence ends; a seeded sample."""
+    budget = embedder.max_tokens - 2
+    chunks: list[str] = []
+    for file in sorted(corpus.glob("*.txt")):
+        paragraphs = file.read_text(encoding="utf-8").split("\n\n")[1:]  # first: the title
+        for para in (p.strip() for p in paragraphs):
+            if not para:
+                continue
+            if embedder.token_counts([para])[0] <= budget:
+                chunks.append(para)
+                continue
+            sentences = _SENTENCE_END.split(para)
+            sizes = embedder.token_counts(sentences)
+            part, used = [], 0
+            for sentence, size in zip(sentences, sizes, strict=True):
+                if part and used + size > budget:
+                    chunks.append(" ".join(part))
+                    part, used = [], 0
+                part.append(sentence)
+                used += size
+            chunks.append(" ".join(part))
+    order = np.random.default_rng(0).permutation(len(chunks))[:limit]
+    return [chunks[i] for i in order]
+
+
+def interleaved(paths: dict[str, Callable[[list[str]], np.ndarray]], texts: list[str],
+                slice_size: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Seconds and vectors per path, running every path on each slice in rotating order."""
+    for run in paths.values():
+        run(texts[:8])  # warm-up
+    seconds = dict.fromkeys(paths, 0.0)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in paths}
+    names = list(paths)
+    for n, start in enumerate(range(0, len(texts), slice_size)):
+        piece = texts[start:start + slice_size]
+        for name in names[n % len(names):] + names[:n % len(names)]:
+            began = time.perf_counter()
+            parts[name].append(paths[name](piece))
+            seconds[name] += time.perf_counter() - began
+    return seconds, {name: np.concatenate(p) for name, p in parts.items()}
+
+
+def query_latency(st, embedder: Embedder, questions: list[str]) -> dict[str, float]:
+    """Median milliseconds to embed one question: the reference (with torch's default threads
+    and with one thread, which suffers less when other processes share the cores) and citebot."""
+    import torch
+
+    threads = torch.get_num_threads()
+
+    def reference(q: str, n: int) -> None:
+        torch.set_num_threads(n)
+        st.encode([q], normalize_embeddings=True, show_progress_bar=False)
+
+    runs = {"st": lambda q: reference(q, threads), "st1": lambda q: reference(q, 1),
+            "citebot": embedder.encode_query}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for q in questions:
+        for name, run in runs.items():
+            began = time.perf_counter()
+            run(q)
+            times[name].append(time.perf_counter() - began)
+    torch.set_num_threads(threads)
+    return {"threads": threads} | {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+
+def cold_seconds(code: str, runs: int) -> tuple[float, str]:
+    """Median wall time of a fresh Python running code, and its last output line."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    times, out = [], ""
+    for _ in range(runs):
+        began = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, check=True)
+        times.append(time.perf_counter() - began)
+        out = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    return statistics.median(times), out
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in
+                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import onnxruntime
+    import torch
+
+    return (f"{datetime.now().isoformat(timespec='minutes')}; {os.cpu_count()} CPUs ({cpu}); "
+            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; "
+            f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--limit", type=int, default=1500, help="chunks to embed")
+    parser.add_argument("--smoke", action="store_true", help="tiny and quick, for CI")
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
+                        help="kept between runs, so only the first run exports")
+    parser.add_argument("--fresh", action="store_true", help="empty the cache first")
+    parser.add_argument("--out", type=Path, help="markdown file for the results "
+                        "(default for full runs: bench/results/embed.md)")
+    args = parser.parse_args()
+    os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may download; set before models load
+    limit, slice_size, n_queries, cold_runs = ((64, 64, 20, 1) if args.smoke
+                                               else (args.limit, 250, 200, 5))
+    if args.fresh:
+        shutil.rmtree(args.cache_dir, ignore_errors=True)
+    lines = [f"# Embedding benchmark{' (smoke)' if args.smoke else ''}", "", machine(), ""]
+
+    warm = any(args.cache_dir.glob("onnx/*/meta.json"))
+    began = time.perf_counter()
+    auto = Embedder(backend="auto", cache_dir=args.cache_dir)
+    auto.prepare()
+    first_prepare = time.perf_counter() - began
+    began = time.perf_counter()
+    Embedder(backend="auto", cache_dir=args.cache_dir).prepare()
+    again_prepare = time.perf_counter() - began
+
+    texts = load_chunks(auto, args.corpus, limit)
+    tokens = auto.token_counts(texts)
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(auto.path), device="cpu")
+    bf16 = Embedder(backend="bf16")
+    onnx = Embedder(backend="onnx", cache_dir=args.cache_dir)
+    bulk = Embedder(backend="auto", cache_dir=args.cache_dir)
+    for embedder in (bf16, onnx, bulk):
+        embedder.small_chars = 0  # each slice is bulk work, even in a smoke run
+    paths = {
+        "sentence-transformers fp32, batch 32 (reference)":
+            lambda t: st.encode(t, batch_size=32, normalize_embeddings=True,
+                                show_progress_bar=False),
+        "bf16": bf16.encode,
+        "ONNX fp32": onnx.encode,
+        "citebot auto": bulk.encode,
+    }
+    seconds, vecs = interleaved(paths, texts, slice_size)
+    ref_name = next(iter(paths))
+    ref = vecs[ref_name]
+    lines += [f"{len(texts)} chunks of {args.corpus.name}, {np.mean(tokens):.0f} word pieces "
+              f"on average (max {max(tokens)}), in slices of {slice_size}; the auto choice "
+              f"here: **{bulk.backend_used}**.", "",
+              "| path | chunks/s | × reference | min cosine | mean cosine |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for name in paths:
+        cos = (vecs[name] * ref).sum(1)
+        lines.append(f"| {name} | {len(texts) / seconds[name]:.1f} | "
+                     f"{seconds[ref_name] / seconds[name]:.2f} | {cos.min():.6f} | "
+                     f"{cos.mean():.6f} |")
+
+    questions = [json.loads(line)["query"] for line in
+                 QUERIES.read_text(encoding="utf-8").splitlines()[:n_queries]]
+    latency = query_latency(st, auto, questions)
+    model_arg = json.dumps(str(auto.path))
+    cache_arg = json.dumps(str(args.cache_dir))
+    ours = ("import sys; from index.embed import Embedder; "
+            f"e = Embedder(cache_dir={cache_arg}); e.encode_query('Where was "
+            "Tesla\\'s new lab?'); print(e.backend_used, 'torch' in sys.modules)")
+    full_st = ("from sentence_transformers import SentenceTransformer; "
+               f"SentenceTransformer({model_arg}).encode(['Where was Tesla\\'s new lab?'])")
+    cold_import, _ = cold_seconds("import sentence_transformers", cold_runs)
+    cold_st = None if args.smoke else cold_seconds(full_st, cold_runs)[0]
+    cold_ours, said = cold_seconds(ours, cold_runs)
+    used, torch_loaded = said.split()
+    lines += ["", f"Query embedding, median of {len(questions)} questions, interleaved: "
+              f"sentence-transformers {latency['st']:.1f} ms with {latency['threads']} torch "
+              f"threads, {latency['st1']:.1f} ms with 1; citebot ({auto.backend_used}) "
+              f"{latency['citebot']:.1f} ms.", "",
+              f"Cold start, median of {cold_runs} fresh processes:", "",
+              "| process | seconds | × `import sentence_transformers` |",
+              "| --- | ---: | ---: |",
+              f"| `import sentence_transformers` | {cold_import:.2f} | 1.00 |",
+              *([] if cold_st is None else [
+                  f"| sentence-transformers: load, embed one question | {cold_st:.2f} | "
+                  f"{cold_st / cold_import:.2f} |"]),
+              f"| citebot: Embedder + encode_query ({used}; torch imported: {torch_loaded}) | "
+              f"{cold_ours:.2f} | {cold_ours / cold_import:.2f} |", "",
+              f"prepare(): {first_prepare:.1f} s with "
+              f"{'a warm cache' if warm else 'an empty cache (ONNX export + bulk measurement)'}"
+              f"; {again_prepare:.2f} s in a second Embedder once the cache is filled.", ""]
+    report = "\n".join(lines)
+    print(report)
+    out = args.out or (None if args.smoke else HERE / "results" / "embed.md")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report, encoding="utf-8")
+    if torch_loaded != "False":
+        sys.exit("the query path imported torch")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Follow-up questions: the rule, the per-conversation store, and chat/Discord keeping context."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+
+from bot.botdata import BotData
+from bot.chat import run_chat
+from bot.cli import main
+from bot.config import ConversationConfig, DiscordConfig
+from bot.discord_bot import Asker
+from index.conversation import (
+    ConversationStore,
+    Turn,
+    follow_up_query,
+    is_follow_up,
+    make_turn,
+    names_in,
+)
+from index.errors import CitebotError
+from index.records import Answer
+
+TRUMP_Q = "what did Trump call Darroch?"
+TRUMP_A = Answer(question=TRUMP_Q, answered=True,
+                 answer='Trump had branded Darroch a "very stupid guy" after emails emerged.')
+WHO_Q = "who defended Darroch?"
+WHO_A = Answer(question=WHO_Q, answered=True,
+               answer="Britain's Prime Minister Theresa May had defended Darroch, saying she "
+                      'had "full faith" in him.')
+
+
+@pytest.mark.parametrize("question", [
+    "how old is he?", "and what did Hunt say about that?", "what about Johnson?", "why?",
+    "what did she say", "But when did they meet", "how old?", "what did May mean by that",
+])
+def test_follow_ups_are_recognised(question):
+    assert is_follow_up(question)
+
+
+@pytest.mark.parametrize("question", [
+    TRUMP_Q, WHO_Q, "how did hunt react once darroch had resigned",
+    "when is theresa may stepping down as pm?", "who is Boris Johnson",
+    "did May say that Darroch should stay",
+])
+def test_new_questions_are_not_follow_ups(question):
+    assert not is_follow_up(question)
+    assert follow_up_query(question, [TRUMP_Q]) == question
+
+
+def test_pronoun_follow_up_retrieves_with_the_earlier_names():
+    turn = make_turn(TRUMP_Q, TRUMP_A, [])
+    assert turn.names == ("Trump", "Darroch")
+    assert follow_up_query("how old is he?", [turn]) == "how old is he? Trump Darroch"
+    # Plain strings (earlier questions without answers) work too.
+    assert "Darroch" in follow_up_query("how old is he?", [TRUMP_Q])
+    # "and ..." is dropped so that the question word leads again.
+    assert follow_up_query("and what did Hunt say about that?", [turn]) == \
+        "what did Hunt say about that? Trump Darroch"
+    # A question that is not a follow-up is left alone, context or not.
+    assert follow_up_query("who is Boris Johnson?", [turn]) == "who is Boris Johnson?"
+
+
+def test_names_typed_in_lower_case_are_recognised_from_the_answer():
+    turn = make_turn("what did trump call darroch?", TRUMP_A, [])
+    assert turn.names == ("Trump", "Darroch")
+    assert follow_up_query("how old is he?", [turn]).endswith("Trump Darroch")
+    assert names_in("Darroch's decision angered Britain's Prime Minister Theresa May") == \
+        ("Darroch", "Theresa May")
+
+
+def test_the_answer_to_a_who_question_names_the_next_subject():
+    turn = make_turn(WHO_Q, WHO_A, [])
+    assert turn.answer_names == ("Theresa May",)
+    assert "Theresa May" in follow_up_query("what did she say?", [turn])
+    # Other answers name people in passing: not carried.
+    assert make_turn(TRUMP_Q, Answer(TRUMP_Q, True, "In the White House, Iran came up."),
+                     []).answer_names == ()
+
+
+def test_what_about_asks_the_last_question_of_someone_else():
+    turn = make_turn(TRUMP_Q, TRUMP_A, [])
+    assert follow_up_query("what about Johnson?", [turn]) == "what did Johnson call Darroch?"
+
+
+def test_names_are_inherited_through_follow_ups_and_unnamed_turns_are_skipped():
+    t1 = make_turn(TRUMP_Q, TRUMP_A, [])
+    t2 = make_turn("how old is he?", None, [t1])
+    t3 = make_turn("why?", None, [t1, t2])
+    assert "Darroch" in t2.names
+    assert "Darroch" in follow_up_query("when did he resign?", [t1, t2, t3])
+    # Nothing named before: the earlier question's words stand in for the subject.
+    assert follow_up_query("why?", ["what did the leaked cables say"]) == \
+        "why? what did the leaked cables say"
+
+
+def test_store_keeps_the_last_turns_per_key_and_forgets_after_idle_time():
+    store = ConversationStore(turns=2, idle=600)
+    for i, q in enumerate(["a?", "b?", "c?"]):
+        store.remember(("ann", 1), q, None, now=i)
+    assert [t.question for t in store.context(("ann", 1), now=10)] == ["b?", "c?"]
+    assert store.context(("bob", 1), now=10) == ()  # another user, same channel
+    assert store.context(("ann", 2), now=10) == ()  # same user, another channel
+    assert store.context(("ann", 1), now=2 + 600) != ()  # idle exactly the limit: kept
+    assert store.context(("ann", 1), now=2 + 601) == ()  # idle longer: forgotten
+    assert len(store) == 0
+    # Asking again restarts the clock: idle time counts from the latest turn.
+    store.remember("k", "a?", None, now=0)
+    store.remember("k", "b?", None, now=500)
+    assert len(store.context("k", now=1000)) == 2
+
+
+def test_store_limits_and_settings():
+    store = ConversationStore(turns=1, idle=60, max_conversations=2)
+    for i, key in enumerate(["x", "y", "z"]):
+        store.remember(key, "q?", None, now=i)
+    assert store.context("x", 3) == () and store.context("z", 3) != ()
+    off = ConversationStore(turns=0)
+    off.remember("k", TRUMP_Q, TRUMP_A, now=0)
+    assert off.context("k", now=1) == ()
+    with pytest.raises(CitebotError):
+        ConversationStore(idle=0)
+
+
+def chat_json(monkeypatch, capsys, lines: list[str], *argv) -> list[dict]:
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(line + "\n" for line in lines)))
+    code = main(["chat", "--json", *[str(a) for a in argv]])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return [json.loads(x) for x in out.splitlines()]
+
+
+def test_chat_json_answers_a_follow_up_about_the_earlier_subject(monkeypatch, capsys,
+                                                                 seeds_index):
+    first, second = chat_json(monkeypatch, capsys, [TRUMP_Q, "how old is he?"],
+                              "--index", seeds_index)
+    assert first["question"] == TRUMP_Q and second["question"] == "how old is he?"
+    assert second["answered"]
+    # Alone, "how old is he?" finds "the 65-year-old's resignation", which names nobody.
+    assert "65" in second["answer"] and "Darroch" in second["answer"], second["answer"]
+
+
+def test_chat_forgets_the_conversation_after_the_idle_time(monkeypatch, capsys, seeds_library):
+    ctx = (make_turn(TRUMP_Q, seeds_library.ask(TRUMP_Q), []),)
+    alone = seeds_library.ask("how old is he?").to_json()
+    assert seeds_library.ask("how old is he?", context=ctx).to_json() != alone
+    times = iter([0.0, 601.0])
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{TRUMP_Q}\nhow old is he?\n"))
+    run_chat(seeds_library, json_mode=True, store=ConversationStore(idle=600),
+             clock=lambda: next(times))
+    second = json.loads(capsys.readouterr().out.splitlines()[1])
+    assert second == alone
+
+
+class Recording:
+    """The real library, recording the context each question was asked with."""
+
+    def __init__(self, real):
+        self.real, self.contexts = real, []
+
+    def ask(self, question: str, *, context=()) -> Answer:
+        self.contexts.append((question, tuple(context)))
+        return self.real.ask(question, context=context)
+
+    def sources(self):
+        return self.real.sources()
+
+
+def test_discord_conversations_are_per_user_and_channel(seeds_library, tmp_path):
+    lib = Recording(seeds_library)
+    data = BotData(tmp_path / "bot.sqlite")
+    asker = Asker(lib, data, DiscordConfig(max_concurrent=1),
+                  ConversationConfig(turns=2, idle_minutes=10))
+    assert asker.conversations.store.turns == 2 and asker.conversations.store.idle == 600
+
+    async def talk() -> list:
+        replies = []
+        for user, channel, q in [(1, 10, TRUMP_Q), (2, 10, "how old is he?"),
+                                 (1, 11, "how old is he?"), (1, 10, "how old is he?")]:
+            replies.append(await asker.ask(q, user_id=user, channel_id=channel))
+        return replies
+
+    try:
+        replies = asyncio.run(talk())
+    finally:
+        asker.close()
+        data.close()
+    contexts = [c for _, c in lib.contexts]
+    assert contexts[1] == () and contexts[2] == ()  # other user; other channel
+    assert [t.question for t in contexts[3]] == [TRUMP_Q]
+    assert isinstance(contexts[3][0], Turn) and "Darroch" in contexts[3][0].names
+    assert "Darroch" in replies[3].answer.answer and "Darroch" not in replies[1].answer.answer

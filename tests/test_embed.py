@@ -1,0 +1,213 @@
+"""The embedder's fast paths against the sentence-transformers reference, with the real model.
+
+One ONNX export and one bulk measurement are made per session and shared by every test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.embed import MIN_COSINE, Embedder
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+
+QUESTIONS = [
+    "Why did the ambassador resign?",
+    "Who leaked the diplomatic cables?",
+    "Where was Tesla's new lab?",
+    "How many people died in the Black Death?",
+    "What is the capital of France?",
+    "When did the oil crisis start?",
+    "Which company owns the broadcaster?",
+    "what does a chloroplast do",
+    "Is civil disobedience ever justified?",
+    "Who won the Super Bowl in 2016?",
+]
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("embed-cache")
+
+
+@pytest.fixture(scope="session")
+def prepared(cache) -> Embedder:
+    """The default Embedder after prepare(): ONNX export made, bulk path measured."""
+    embedder = Embedder(cache_dir=cache)
+    embedder.prepare()
+    return embedder
+
+
+@pytest.fixture(scope="session")
+def reference(prepared):
+    """fp32 sentence-transformers, straight from the library."""
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(prepared.path), device="cpu")
+    return lambda texts: st.encode(list(texts), normalize_embeddings=True,
+                                   show_progress_bar=False)
+
+
+@pytest.fixture(scope="session")
+def passages() -> list[str]:
+    """Ten seed paragraphs and one text longer than the model reads, to check truncation."""
+    paras = [p.strip() for f in sorted(SEEDS.glob("*.txt"))
+             for p in f.read_text(encoding="utf-8").split("\n\n") if len(p.split()) >= 20]
+    return paras[:10] + [" ".join(paras[10:40])]
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1)
+
+
+def test_onnx_path_matches_the_reference(prepared, reference, passages):
+    texts = QUESTIONS + passages
+    assert prepared.token_counts(passages[-1:])[0] > prepared.max_tokens
+    vecs = prepared.encode(texts)
+    assert prepared.backend_used == "onnx"
+    assert _cosines(vecs, reference(texts)).min() >= 0.9999
+    one = np.stack([prepared.encode_query(q) for q in QUESTIONS])
+    assert _cosines(one, vecs[:len(QUESTIONS)]).min() >= 0.99999  # padding changes nothing
+
+
+def test_vectors_are_unit_float32(prepared, passages):
+    vecs = prepared.encode(passages)
+    assert vecs.shape == (len(passages), prepared.dim) and vecs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert prepared.encode_query("x").shape == (prepared.dim,)
+    assert prepared.encode([]).shape == (0, prepared.dim)
+
+
+def test_progress_counts_every_text(prepared, passages):
+    seen: list[int] = []
+    prepared.encode(passages, batch_size=4, progress=seen.append)
+    assert sum(seen) == len(passages) and max(seen) <= 4
+
+
+def test_query_path_does_not_import_torch(cache, prepared, reference):
+    code = (
+        "import json, sys\n"
+        "from index.embed import Embedder\n"
+        f"e = Embedder(cache_dir={str(cache)!r})\n"
+        f"v = e.encode_query({QUESTIONS[2]!r})\n"
+        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') "
+        "if m in sys.modules]\n"
+        "print(json.dumps({'heavy': heavy, 'used': e.backend_used, 'vec': v.tolist()}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["heavy"] == [] and out["used"] == "onnx"
+    assert float(np.asarray(out["vec"]) @ reference([QUESTIONS[2]])[0]) >= 0.9999
+
+
+def _damage(folder: Path, how: str) -> None:
+    if how == "truncated weights":
+        with (folder / "model.onnx.data").open("r+b") as f:
+            f.truncate(f.seek(0, os.SEEK_END) // 2)
+    elif how == "garbage graph":
+        graph = folder / "model.onnx"
+        graph.write_bytes(np.random.default_rng(1).bytes(graph.stat().st_size))
+    elif how == "wrong vectors":  # what damage inside the weights looks like from outside
+        meta = json.loads((folder / "meta.json").read_text())
+        meta["probe_vector"] = [-x for x in meta["probe_vector"]]
+        (folder / "meta.json").write_text(json.dumps(meta))
+    elif how == "missing":
+        shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("how, level", [("truncated weights", logging.WARNING),
+                                        ("garbage graph", logging.WARNING),
+                                        ("wrong vectors", logging.WARNING),
+                                        ("missing", logging.INFO)])
+def test_damaged_export_falls_back_to_the_reference(prepared, reference, tmp_path, caplog,
+                                                    how, level):
+    embedder = Embedder(cache_dir=tmp_path)
+    shutil.copytree(prepared.onnx_dir, embedder.onnx_dir)
+    _damage(embedder.onnx_dir, how)
+    with caplog.at_level(logging.DEBUG, logger="citebot.embed"):
+        vecs = np.stack([embedder.encode_query(q) for q in QUESTIONS[:3]])
+    assert embedder.backend_used == "torch"
+    records = [r for r in caplog.records if r.name == "citebot.embed"]
+    assert [r.levelno for r in records] == [level]
+    assert _cosines(vecs, reference(QUESTIONS[:3])).min() >= 0.9999
+
+
+def test_prepare_replaces_an_export_whose_weights_changed(prepared, tmp_path, monkeypatch):
+    embedder = Embedder(backend="torch", cache_dir=tmp_path)
+    shutil.copytree(prepared.onnx_dir, embedder.onnx_dir)
+    with (embedder.onnx_dir / "model.onnx.data").open("r+b") as f:
+        f.seek(f.seek(0, os.SEEK_END) * 3 // 4)
+        f.write(bytes(4096))  # same size: only the content hash can tell
+    exports: list[Path] = []
+    monkeypatch.setattr(Embedder, "_export", lambda self, where: exports.append(where))
+    embedder.prepare()
+    assert exports == [embedder.onnx_dir]
+
+
+def test_failed_export_leaves_nothing_behind(prepared, tmp_path, caplog, monkeypatch):
+    import torch
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(torch.onnx, "export", fail)
+    embedder = Embedder(backend="torch", cache_dir=tmp_path)
+    embedder._st = prepared._load()  # share the loaded model; only the export is under test
+    with caplog.at_level(logging.INFO, logger="citebot.embed"):
+        embedder.prepare()
+    assert [r.levelno for r in caplog.records if r.name == "citebot.embed"] == [logging.WARNING]
+    assert "exporter exploded" in caplog.text
+    assert list((tmp_path / "onnx").iterdir()) == []
+    assert embedder.encode_query("hello").shape == (embedder.dim,)
+
+
+def test_bulk_choice_is_accurate_and_measured_once(cache, prepared, reference, passages,
+                                                   monkeypatch):
+    saved = json.loads((cache / "bulk-backend.json").read_text())
+    (found,) = saved.values()
+    choice = found["backend"]
+    assert choice in ("torch", "bf16", "onnx")
+    assert found["min_cosine"][choice] >= MIN_COSINE
+
+    def no_measuring(self):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(Embedder, "_measure", no_measuring)
+    again = Embedder(cache_dir=cache)
+    again.prepare()
+    again.small_chars = 0  # make these passages bulk work
+    vecs = again.encode(passages)
+    assert again.backend_used == choice
+    assert _cosines(vecs, reference(passages)).min() >= MIN_COSINE
+
+
+def test_bf16_path_agrees_with_fp32(reference, passages):
+    embedder = Embedder(backend="bf16")
+    embedder.small_chars = 0
+    vecs = embedder.encode(passages)
+    assert embedder.backend_used == "bf16"
+    assert _cosines(vecs, reference(passages)).min() >= MIN_COSINE
+
+
+def test_token_counts(prepared):
+    counts = prepared.token_counts(["", "hello world", "Tesla's laboratory"])
+    assert counts[:2] == [0, 2] and counts[2] >= 3
+    long = "word " * (3 * prepared.max_tokens)
+    assert prepared.token_counts([long]) == [3 * prepared.max_tokens]  # never truncated
+    assert prepared.token_counts([]) == []
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="backend"):
+        Embedder(backend="int8")
