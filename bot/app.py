@@ -81,7 +81,7 @@ def make_library(cfg: Config, index_override: str | None = None) -> Library:
     return Library(index_dir(cfg, index_override), embedder_for(cfg), settings_from(cfg))
 
 
-def progress_bar(desc: str):
+def progress_bar(desc: str = "embedding passages and sentences"):
     """A tqdm progress callback(done, total) on a terminal; None when stderr is not a TTY."""
     if not sys.stderr.isatty():
         return None
@@ -92,7 +92,7 @@ def progress_bar(desc: str):
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=desc, unit="chunk", file=sys.stderr, leave=False)
+            bar = tqdm(total=total, desc=desc, unit="text", file=sys.stderr, leave=False)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
@@ -107,5 +107,5 @@ def open_library(cfg: Config, index_override: str | None = None, *,
     if build_if_missing and not lib.exists():
         print(f"citebot: no index yet, building one from {', '.join(cfg.index.sources)}",
               file=sys.stderr)
-        lib.update(source_specs(cfg), progress=progress_bar("embedding"))
+        lib.update(source_specs(cfg), progress=progress_bar())
     return lib

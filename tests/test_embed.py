@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,30 @@ def test_bulk_choice_is_accurate_and_measured_once(cache, prepared, reference, p
     vecs = again.encode(passages)
     assert again.backend_used == choice
     assert _cosines(vecs, reference(passages)).min() >= MIN_COSINE
+
+
+def test_an_old_no_faster_path_verdict_is_measured_again(cache, prepared, monkeypatch):
+    """A machine measured while busy may have chosen the reference; that verdict expires."""
+    file = cache / "bulk-backend.json"
+    saved = json.loads(file.read_text())
+    (key,) = saved
+    measured = []
+
+    def fake_measure(self):
+        measured.append(1)
+        return {"backend": "bf16", "chunks_per_s": {}, "min_cosine": {},
+                "measured": datetime.now(UTC).isoformat()}
+
+    monkeypatch.setattr(Embedder, "_measure", fake_measure)
+    try:
+        file.write_text(json.dumps({key: {**saved[key], "backend": "torch",
+                                          "measured": datetime.now(UTC).isoformat()}}))
+        assert Embedder(cache_dir=cache)._bulk_choice() == "torch" and not measured
+        file.write_text(json.dumps({key: {**saved[key], "backend": "torch",
+                                          "measured": "2020-01-01T00:00:00+00:00"}}))
+        assert Embedder(cache_dir=cache)._bulk_choice() == "bf16" and measured == [1]
+    finally:
+        file.write_text(json.dumps(saved))
 
 
 def test_bf16_path_agrees_with_fp32(reference, passages):
