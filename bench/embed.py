@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -21,12 +20,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from index.embed import Embedder
+if __package__ in (None, ""):  # run as a script: make bench.* importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import machine_line  # noqa: E402
+from index.embed import Embedder  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CORPUS = Path("/work/shared/eval/squad/corpus")
@@ -115,18 +117,11 @@ def cold_seconds(code: str, runs: int) -> tuple[float, str]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in
-                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     import onnxruntime
     import torch
 
-    return (f"{datetime.now().isoformat(timespec='minutes')}; {os.cpu_count()} CPUs ({cpu}); "
-            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; "
-            f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    return (f"{machine_line()}; torch {torch.__version__}, "
+            f"onnxruntime {onnxruntime.__version__}")
 
 
 def main() -> None:
