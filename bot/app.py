@@ -81,10 +81,19 @@ def make_library(cfg: Config, index_override: str | None = None) -> Library:
     return Library(index_dir(cfg, index_override), embedder_for(cfg), settings_from(cfg))
 
 
-def progress_bar(desc: str = "embedding passages and sentences"):
-    """A tqdm progress callback(done, total) on a terminal; None when stderr is not a TTY."""
+def progress_bar(embedder: Embedder | None = None,
+                 desc: str = "embedding passages and sentences"):
+    """A tqdm progress callback(done, total) on a terminal; None when stderr is not a TTY.
+
+    With the embedder, also says when this first build will prepare the model's fast paths,
+    which takes about a minute once per machine.
+    """
     if not sys.stderr.isatty():
         return None
+    where = embedder.onnx_dir if embedder is not None else None
+    if where is not None and not (where / "meta.json").exists():
+        print("citebot: preparing the model for this machine (once, about a minute)",
+              file=sys.stderr)
     from tqdm import tqdm
 
     bar = None
@@ -107,5 +116,5 @@ def open_library(cfg: Config, index_override: str | None = None, *,
     if build_if_missing and not lib.exists():
         print(f"citebot: no index yet, building one from {', '.join(cfg.index.sources)}",
               file=sys.stderr)
-        lib.update(source_specs(cfg), progress=progress_bar())
+        lib.update(source_specs(cfg), progress=progress_bar(lib.embedder))
     return lib

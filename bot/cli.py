@@ -112,7 +112,7 @@ def cmd_build(args) -> int:
     specs = args.sources or source_specs(cfg)
     lib = make_library(cfg, getattr(args, "index", None))
     report = lib.update(specs, rebuild=args.rebuild, prune=args.prune,
-                        progress=progress_bar())
+                        progress=progress_bar(lib.embedder))
     print(render_report(report))
     return 0
 
@@ -126,7 +126,7 @@ def cmd_add(args) -> int:
     from .render import render_report
 
     lib = make_library(_config(args), getattr(args, "index", None))
-    print(render_report(lib.update(args.sources, progress=progress_bar())))
+    print(render_report(lib.update(args.sources, progress=progress_bar(lib.embedder))))
     return 0
 
 
