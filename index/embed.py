@@ -185,8 +185,12 @@ class Embedder:
 
     # -- public API ----------------------------------------------------------------------
 
-    def prepare(self) -> None:
-        """Make or check the ONNX export and settle the bulk path; slow only the first time."""
+    def prepare(self, *, measure_bulk: bool = True) -> None:
+        """Make or check the ONNX export and settle the bulk path; slow only the first time.
+
+        With measure_bulk False the bulk path is measured when bulk work first comes, so a
+        small first index (which the ONNX path embeds anyway) does not wait for it.
+        """
         where = self.onnx_dir
         if where is not None:
             session, problem, _ = self._open_export(where, thorough=True)
@@ -199,7 +203,7 @@ class Embedder:
             if session is None:
                 log.warning("%s; queries use the reference model", problem)
             self._session = session or False
-        if self.backend == "auto" and self._device() == "cpu":
+        if measure_bulk and self.backend == "auto" and self._device() == "cpu":
             self._bulk_choice()
 
     def encode(self, texts: Sequence[str], *, batch_size: int | None = None,
@@ -356,7 +360,9 @@ class Embedder:
             if self._st is None:
                 try:
                     from sentence_transformers import SentenceTransformer
+                    from transformers.utils import logging as hf_logging
 
+                    hf_logging.disable_progress_bar()  # its "Loading weights" bar is noise here
                     self._st = SentenceTransformer(str(self.path or self.name),
                                                    device=self._device())
                 except Exception as exc:  # any load failure is one message for the user

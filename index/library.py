@@ -355,7 +355,8 @@ class Library:
         spans = {i: answer_units(chunks[i].text) for i in todo}
         texts = list(dict.fromkeys(chunks[i].text[a:b] for i in todo for a, b in spans[i]))
         if todo:
-            self.embedder.prepare()  # the fast paths: made once per model and machine
+            # The fast paths, made once per model and machine; the bulk one only if needed.
+            self.embedder.prepare(measure_bulk=False)
             done = 0
             total = len(todo) + len(texts)
 

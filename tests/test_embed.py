@@ -236,3 +236,23 @@ def test_token_counts(prepared):
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="backend"):
         Embedder(backend="int8")
+
+
+def test_bulk_path_is_measured_only_when_bulk_work_comes(prepared, tmp_path, monkeypatch):
+    """A small first index (ONNX embeds it) does not wait for the bulk measurement."""
+    embedder = Embedder(cache_dir=tmp_path)
+    shutil.copytree(prepared.onnx_dir, embedder.onnx_dir)
+    measured = []
+
+    def fake_measure(self):
+        measured.append(1)
+        return {"backend": "onnx", "chunks_per_s": {}, "min_cosine": {}, "measured": ""}
+
+    monkeypatch.setattr(Embedder, "_measure", fake_measure)
+    embedder.prepare(measure_bulk=False)
+    embedder.encode(["a short text", "another one"])
+    assert not measured and not (tmp_path / "bulk-backend.json").exists()
+    embedder.small_chars = 0  # now this is bulk work
+    embedder.encode(["a short text", "another one"])
+    assert measured == [1] and embedder.backend_used == "onnx"
+    assert (tmp_path / "bulk-backend.json").exists()
