@@ -3,6 +3,7 @@ near-duplicate passages grouped as "also in"."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,13 +71,14 @@ def build_answer(question: str, hits: list[Hit], qvec: np.ndarray,
     sentences, vecs = _candidate_sentences(hits[: settings.passages], stored, encode)
     if not sentences:
         return Answer(question=question, answered=False, answer=NOT_FOUND, keywords=keywords)
-    _score(sentences, qvec, vecs, keywords, _answer_type(question))
+    wants = _answer_type(question)
+    _score(sentences, qvec, vecs, keywords, wants)
     best = max(s.score for s in sentences)
     unknown = unknown_share(keywords, lexical) if lexical is not None else 0.0
     if best < settings.min_score or unknown >= settings.max_unknown:
         return Answer(question=question, answered=False, answer=NOT_FOUND,
                       keywords=keywords, score=best)
-    citations = _citations(sentences, vecs, settings, people=_answer_type(question) == "who")
+    citations = _citations(sentences, vecs, settings, people=wants == "who")
     shown = citations[: settings.max_citations]
     more = citations[settings.max_citations: settings.max_citations + settings.more_citations]
     answer = _answer_text(sentences, settings)
@@ -208,8 +210,9 @@ def _citations(sentences: list[_Sentence], vecs: np.ndarray, settings: AnswerSet
     """
     # For "who" the people rule below diversifies; MMR would push away the other people who
     # did the same thing, since their sentences are alike.
+    sims = vecs @ vecs.T
     order = sorted(range(len(sentences)), key=lambda i: -sentences[i].score) if people \
-        else _diverse(sentences, vecs)
+        else _diverse(sentences, sims)
     if people:
         named: set[str] = set()
         fresh, stale = [], []
@@ -220,7 +223,6 @@ def _citations(sentences: list[_Sentence], vecs: np.ndarray, settings: AnswerSet
         order = fresh + stale
     groups: list[tuple[int, list[Source]]] = []
     per_chunk: dict[int | None, int] = {}
-    sims = vecs @ vecs.T
     for i in order:
         s = sentences[i]
         for j, also in groups:
@@ -256,7 +258,8 @@ def _same_report(a: str, b: str, similarity: float, settings: AnswerSettings) ->
 _QUOTED = re.compile(r'["“”]([^"“”]{4,}?)["“”]')
 
 
-def _quoted(text: str) -> set[tuple[str, ...]]:
+@functools.lru_cache(maxsize=4096)
+def _quoted(text: str) -> frozenset[tuple[str, ...]]:
     """Word trigrams inside quotation marks (a two-word quote counts whole), leaving out
     those of stop words alone ("it is a"), which any two quotes may share."""
     out: set[tuple[str, ...]] = set()
@@ -264,30 +267,37 @@ def _quoted(text: str) -> set[tuple[str, ...]]:
         words = [w.lower() for w in _WORDS.findall(m.group(1))]
         if len(words) >= 2:
             out |= {sh for sh in _shingles(" ".join(words)) if tokenize(" ".join(sh))}
-    return out
+    return frozenset(out)
 
 
-def _diverse(sentences: list[_Sentence], vecs: np.ndarray, penalty: float = 0.3) -> list[int]:
-    """Maximal marginal relevance: each next sentence is relevant but unlike those before."""
+def _diverse(sentences: list[_Sentence], sims: np.ndarray, penalty: float = 0.3) -> list[int]:
+    """Maximal marginal relevance: each next sentence is relevant but unlike those before.
+
+    sims: the sentences' pairwise cosines. Each sentence's likeness to the chosen ones is
+    kept as a running maximum, so a pick costs one pass, not one pass per chosen sentence.
+    """
     left = list(range(len(sentences)))
     chosen: list[int] = []
-    sims = vecs @ vecs.T
+    nearest = np.full(len(sentences), -np.inf, dtype=sims.dtype)
     while left:
         def gain(i: int) -> float:
-            like = max((sims[i, j] for j in chosen), default=0.0)
+            like = nearest[i] if chosen else 0.0
             return sentences[i].score - penalty * max(0.0, like - 0.5)
 
         best = max(left, key=gain)
         chosen.append(best)
         left.remove(best)
+        np.maximum(nearest, sims[best], out=nearest)
     return chosen
 
 
-def _shingles(text: str, n: int = 3) -> set[tuple[str, ...]]:
+@functools.lru_cache(maxsize=4096)
+def _shingles(text: str, n: int = 3) -> frozenset[tuple[str, ...]]:
+    # Cached: grouping compares every new sentence with every group's lead.
     words = [w.lower() for w in _WORDS.findall(text.replace("info-icon", " "))]
     if len(words) < n:
-        return {tuple(words)}
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+        return frozenset({tuple(words)})
+    return frozenset(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
 
 
 def _overlap(a: str, b: str) -> float:

@@ -24,7 +24,7 @@ from .embed import Embedder
 from .errors import BadQuery, CitebotError, IndexBusy, IndexCorrupt, IndexNotFound
 from .lexical import correct_spelling
 from .records import Answer, Citation, Hit, Source
-from .retrieve import RetrievalSettings, hybrid_search
+from .retrieve import RetrievalSettings, hybrid_search, search_with_sentences
 from .store import (
     ChunkSentences,
     Manifest,
@@ -180,8 +180,7 @@ class Library:
         """search() for many queries, embedding them in batches."""
         snap = self.snapshot()
         queries = [self._normalise(snap, self._check_query(q)) for q in queries]
-        qvecs = self.embedder.encode(queries) if len(queries) > 1 else \
-            self.embedder.encode_query(queries[0])[None, :]
+        qvecs = self.embedder.encode(queries)
         return [hybrid_search(snap, q, v, k, self.settings.retrieval)
                 for q, v in zip(queries, qvecs, strict=True)]
 
@@ -196,9 +195,8 @@ class Library:
         query = self._normalise(snap, question)
         query = follow_up_query(query, context) if context else query
         qvec = self.embedder.encode_query(query)
-        hits = hybrid_search(snap, query, qvec, self.settings.answer.passages,
-                             self.settings.retrieval)
-        stored = snap.sentences([h.chunk.id for h in hits if h.chunk.id is not None])
+        hits, stored = search_with_sentences(snap, query, qvec, self.settings.answer.passages,
+                                             self.settings.retrieval)
         answer = build_answer(query, hits, qvec, stored, self.settings.answer,
                               encode=self.embedder.encode, lexical=snap.lexical)
         return answer if query == question else replace(answer, question=question)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .records import Hit
-from .store import Snapshot
+from .store import ChunkSentences, Snapshot
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,28 @@ def hybrid_search(snap: Snapshot, query: str, qvec: np.ndarray, k: int,
                   settings: RetrievalSettings = RetrievalSettings()) -> list[Hit]:
     """The k best chunks for a query: a weighted sum of chunk cosine, BM25 (scaled to the best
     candidate's) and the best sentence's cosine."""
+    return _ranked(snap, query, qvec, k, settings)[0]
+
+
+def search_with_sentences(snap: Snapshot, query: str, qvec: np.ndarray, k: int,
+                          settings: RetrievalSettings = RetrievalSettings()
+                          ) -> tuple[list[Hit], dict[int, ChunkSentences]]:
+    """hybrid_search, and the stored sentences of the hits' chunks, by chunk id: ranking has
+    read them already, so answering does not read them again."""
+    hits, stored = _ranked(snap, query, qvec, k, settings)
+    ids = [h.chunk.id for h in hits if h.chunk.id is not None]
+    missing = [i for i in ids if i not in stored]  # none unless sentence_weight is 0
+    if missing:
+        stored.update(snap.sentences(missing))
+    return hits, {i: stored[i] for i in ids}
+
+
+def _ranked(snap: Snapshot, query: str, qvec: np.ndarray, k: int, settings: RetrievalSettings
+            ) -> tuple[list[Hit], dict[int, ChunkSentences]]:
+    """The hits, and the sentences read for ranking them (all candidates', or none)."""
     n = snap.vectors.ntotal
     if n == 0 or k <= 0:
-        return []
+        return [], {}
     qvec = qvec.astype(np.float32)
     pool = min(n, max(settings.candidates, k))
     _, dense_ids = snap.vectors.search(qvec.reshape(1, -1), pool)
@@ -50,8 +69,10 @@ def hybrid_search(snap: Snapshot, query: str, qvec: np.ndarray, k: int,
     lex_norm = lex / top if top > 0 else np.zeros_like(lex)
     w = settings.dense_weight
     fused = w * dense + (1.0 - w) * lex_norm
+    stored: dict[int, ChunkSentences] = {}
     if settings.sentence_weight:
-        fused = fused + settings.sentence_weight * _best_sentence(snap, ids, qvec)
+        stored = snap.sentences(ids.tolist())
+        fused = fused + settings.sentence_weight * _best_sentence(stored, ids, qvec)
     order = np.argsort(-fused, kind="stable")[:k]
     chunks = snap.chunks([int(ids[i]) for i in order])
     sources = snap.sources()
@@ -61,12 +82,12 @@ def hybrid_search(snap: Snapshot, query: str, qvec: np.ndarray, k: int,
         hits.append(Hit(rank=rank, score=float(fused[i]), chunk=chunk,
                         source=sources[chunk.source_id], dense=float(dense[i]),
                         lexical=float(lex_norm[i])))
-    return hits
+    return hits, stored
 
 
-def _best_sentence(snap: Snapshot, ids: np.ndarray, qvec: np.ndarray) -> np.ndarray:
-    """Each candidate's highest sentence cosine (its chunk cosine when it has no sentence)."""
-    stored = snap.sentences(ids.tolist())
+def _best_sentence(stored: dict[int, ChunkSentences], ids: np.ndarray,
+                   qvec: np.ndarray) -> np.ndarray:
+    """Each candidate's highest sentence cosine (0 when it has no sentence)."""
     out = np.zeros(len(ids), dtype=np.float32)
     for j, cid in enumerate(ids.tolist()):
         got = stored.get(cid)
