@@ -36,6 +36,7 @@ from bench.common import (
     build_index,
     env,
     machine_line,
+    median,
     seeds_config,
     table,
     verdict,
@@ -157,7 +158,7 @@ def bot_process(index_dir: Path, questions: list[str], tmp: Path) -> dict:
     return {"ready_s": ready_s, "idle_mb": idle["VmRSS"], "rss_mb": after["VmRSS"],
             "hwm_mb": after["VmHWM"], "anon_mb": after["RssAnon"], "file_mb": after["RssFile"],
             "libs": libs, "asked": len(questions),
-            "reply_median_s": sorted(seconds)[len(seconds) // 2], "exit": proc.returncode}
+            "reply_median_s": median(seconds), "exit": proc.returncode}
 
 
 def report(lib: dict, bot: dict | None, *, smoke: bool, note: str) -> str:

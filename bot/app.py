@@ -90,8 +90,7 @@ def progress_bar(embedder: Embedder | None = None,
     """
     if not sys.stderr.isatty():
         return None
-    where = embedder.onnx_dir if embedder is not None else None
-    if where is not None and not (where / "meta.json").exists():
+    if embedder is not None and embedder.onnx_dir is not None and not embedder.has_export:
         print("citebot: preparing the model for this machine (once, about a minute)",
               file=sys.stderr)
     from tqdm import tqdm

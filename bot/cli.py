@@ -90,10 +90,11 @@ def _config(args) -> Config:
     return load_config(getattr(args, "config", None))
 
 
-def _library(args, build: bool = True):
+def _library(args, build: bool = True, cfg: Config | None = None):
     from .app import open_library
 
-    return open_library(_config(args), getattr(args, "index", None), build_if_missing=build)
+    return open_library(cfg or _config(args), getattr(args, "index", None),
+                        build_if_missing=build)
 
 
 def _print_json(obj) -> None:
@@ -317,9 +318,10 @@ def cmd_chat(args) -> int:
 
     from .chat import run_chat
 
-    conv = _config(args).conversation
-    store = ConversationStore(turns=conv.turns, idle=conv.idle_minutes * 60)
-    return run_chat(_library(args), json_mode=args.json, store=store)
+    cfg = _config(args)
+    store = ConversationStore(turns=cfg.conversation.turns,
+                              idle=cfg.conversation.idle_minutes * 60)
+    return run_chat(_library(args, cfg=cfg), json_mode=args.json, store=store)
 
 
 def cmd_bot(args) -> int:

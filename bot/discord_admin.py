@@ -130,8 +130,7 @@ def _inert(text: str) -> str:
 
 
 def _sentence(exc: CitebotError) -> str:
-    text = _inert(str(exc).rstrip())
-    return text if text.endswith((".", "!", "?")) else text + "."
+    return render.full_stop(_inert(str(exc).rstrip()))
 
 
 def watch_sources(library: Library, cfg: Config, specs: Sequence[str]) -> Watcher:

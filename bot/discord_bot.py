@@ -32,11 +32,10 @@ from . import discord_render as render
 from .app import open_library, source_specs
 from .botdata import BotData
 from .config import Config, ConversationConfig, DiscordConfig
-from .discord_admin import AdminCog, Updater, watch_sources
+from .discord_admin import NO_PINGS, AdminCog, Updater, watch_sources
 
 log = logging.getLogger("citebot.discord")
 
-NO_PINGS = discord.AllowedMentions.none()
 MAX_WAITING = 500  # questions queued beyond this are turned away politely
 
 NO_TOKEN = ("citebot bot: no Discord token. Create a bot at "
@@ -274,8 +273,7 @@ class Asker:
 
 
 def sorry(exc: CitebotError) -> str:
-    text = str(exc).rstrip()
-    return f"Sorry, I can't answer that: {text}" + ("" if text.endswith((".", "!", "?")) else ".")
+    return f"Sorry, I can't answer that: {render.full_stop(str(exc).rstrip())}"
 
 
 def mention_question(content: str, bot_id: int, role_ids: tuple[int, ...] = (),

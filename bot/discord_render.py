@@ -38,6 +38,11 @@ UNANSWERED_COLOUR = 0x99AAB5
 NOT_ANSWERED = "I couldn't find an answer to that in the indexed sources."
 NO_MORE = "There are no more sources for this question."
 
+
+def full_stop(text: str) -> str:
+    """The text as a sentence: a full stop added unless it already ends one."""
+    return text if text.endswith((".", "!", "?")) else text + "."
+
 _URL = re.compile(r"https?://[^\s<>]+")
 _INLINE = re.compile(r"([\\*_~`|<>\[\]])")
 # Markdown that only counts at the start of a line: headings, quotes, lists, "-#" subtext.

@@ -235,8 +235,13 @@ class Embedder:
         """The path of the last encode() ("onnx", "bf16" or "torch"); before one, a query's."""
         if self._last:
             return self._last
+        return "onnx" if self.has_export else "torch"
+
+    @property
+    def has_export(self) -> bool:
+        """Whether this model's ONNX export is in cache_dir (made by prepare())."""
         where = self.onnx_dir
-        return "onnx" if where is not None and (where / "meta.json").exists() else "torch"
+        return where is not None and (where / "meta.json").exists()
 
     @property
     def onnx_dir(self) -> Path | None:
