@@ -391,13 +391,14 @@ def _matching(kept: dict[str, SourceRows], spec: str) -> list[str]:
     """Ids of the sources a remove argument names: id, path, URL, or a folder holding them."""
     if spec.startswith(("http://", "https://")):
         return [sid for sid, r in kept.items() if r.source.url == spec]
-    want = os.path.realpath(spec)
-    out = []
-    for sid, r in kept.items():
-        path = os.path.realpath(r.source.path) if r.source.path else None
-        if spec == sid or (path and (path == want or path.startswith(want.rstrip("/") + "/"))):
-            out.append(sid)
-    return out
+    return [sid for sid, r in kept.items()
+            if spec == sid or (r.source.path and path_within(r.source.path, spec))]
+
+
+def path_within(path: str, folder: str) -> bool:
+    """Whether path is folder or lies inside it, both resolved (symlinks, "..")."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _under(source: Source, specs: Sequence[str]) -> bool:

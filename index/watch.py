@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import ingest
 from .errors import CitebotError
-from .library import Library, UpdateReport
+from .library import Library, UpdateReport, path_within
 
 log = logging.getLogger("citebot.watch")
 
@@ -123,9 +123,7 @@ class Watcher:
     def _indexed_under(self, spec: str) -> bool:
         if not self.library.exists():
             return False
-        want = os.path.realpath(spec)
-        return any(p == want or p.startswith(want.rstrip("/") + "/")
-                   for p in (os.path.realpath(s.path) for s in self.library.sources() if s.path))
+        return any(path_within(s.path, spec) for s in self.library.sources() if s.path)
 
     def _report(self, exc: CitebotError) -> None:
         if self.on_error:
