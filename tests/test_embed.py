@@ -134,6 +134,7 @@ def _damage(folder: Path, how: str) -> None:
 def test_damaged_export_falls_back_to_the_reference(prepared, reference, tmp_path, caplog,
                                                     how, level):
     embedder = Embedder(cache_dir=tmp_path)
+    embedder._st = prepared._load()  # share the loaded model; the fallback is under test
     shutil.copytree(prepared.onnx_dir, embedder.onnx_dir)
     _damage(embedder.onnx_dir, how)
     with caplog.at_level(logging.DEBUG, logger="citebot.embed"):
@@ -217,8 +218,9 @@ def test_an_old_no_faster_path_verdict_is_measured_again(cache, prepared, monkey
         file.write_text(json.dumps(saved))
 
 
-def test_bf16_path_agrees_with_fp32(reference, passages):
+def test_bf16_path_agrees_with_fp32(prepared, reference, passages):
     embedder = Embedder(backend="bf16")
+    embedder._st = prepared._load()  # share the loaded fp32 model; bf16 copies its weights
     embedder.small_chars = 0
     vecs = embedder.encode(passages)
     assert embedder.backend_used == "bf16"
