@@ -94,6 +94,46 @@ def fresh_calibration(embedder, tmp: Path) -> dict:
     return cached_choice(probe)
 
 
+def arithmetic_ceiling(model, mean_tokens: float, cores: int, batch: int = 32) -> dict:
+    """What the matrix products alone allow: each layer's four weight products timed on one
+    thread, in fp32 and bf16, on a batch of `batch` chunks of `mean_tokens` tokens.
+
+    Nearly all of a chunk's arithmetic is in those products (attention adds ~5 %), so
+    cores × product rate / a chunk's product FLOPs is the most chunks/s a path could reach if
+    everything else were free. The ratio of the two ceilings is what this CPU's bf16 can give
+    over fp32 at best.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    cfg = model.config
+    d, ffn, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    rows = batch * round(mean_tokens)
+    shapes = [(d, 3 * d), (d, d), (d, ffn), (ffn, d)]  # q/k/v, attention out, FFN in, FFN out
+    flops_per_token = sum(2 * i * o for i, o in shapes)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out: dict = {"flops_per_chunk": flops_per_token * layers * mean_tokens, "cores": cores}
+    try:
+        with torch.inference_mode():
+            for dtype in (torch.float32, torch.bfloat16):
+                pairs = [(torch.randn(rows, i, dtype=dtype), torch.randn(o, i, dtype=dtype))
+                         for i, o in shapes]
+                best = float("inf")
+                for _ in range(4):  # best of four: the least disturbed by other processes
+                    began = time.perf_counter()
+                    for x, w in pairs:
+                        F.linear(x, w)
+                    best = min(best, time.perf_counter() - began)
+                rate = flops_per_token * rows / best
+                out[str(dtype).split(".")[-1]] = {
+                    "gflops_core": rate / 1e9,
+                    "ceiling": cores * rate / out["flops_per_chunk"]}
+    finally:
+        torch.set_num_threads(old)
+    return out
+
+
 def build_under_tty(corpus: Path, index_dir: Path) -> dict:
     """`citebot index build` as a new process on a pseudo terminal: seconds, chunks, bar."""
     cmd = [*citebot_cmd(), "--index", str(index_dir), "index", "build", str(corpus)]
@@ -142,6 +182,8 @@ def measure(corpus: Path, limit: int, slice_size: int, calibrate: bool, tmp: Pat
         "chosen": chosen.encode,
         **{f"forced {b}": e.encode for b, e in others.items()},
     }
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    ceiling = arithmetic_ceiling(st[0].auto_model, float(np.mean(tokens)) + 2, cores or 1)
     began = time.perf_counter()
     seconds, vecs = interleaved(paths, sample, slice_size)
     paths_s = time.perf_counter() - began
@@ -153,7 +195,7 @@ def measure(corpus: Path, limit: int, slice_size: int, calibrate: bool, tmp: Pat
             "cos_mean": {n: float(c.mean()) for n, c in cos.items()},
             "chosen": chosen.backend_used, "cached": cached_choice(chosen),
             "fresh": fresh_calibration(chosen, tmp) if calibrate else {},
-            "paths_s": paths_s}
+            "paths_s": paths_s, "ceiling": ceiling}
 
 
 def report(m: dict, e2e: dict | None, *, smoke: bool, corpus: Path, slice_size: int) -> str:
@@ -183,6 +225,7 @@ def report(m: dict, e2e: dict | None, *, smoke: bool, corpus: Path, slice_size: 
              f"of {slice_size}, paths interleaved ({m['paths_s']:.0f} s).", "",
              table(["path", "chunks/s", "× reference", "min cosine", "mean cosine", "target",
                     "result"], rows, "lrrrrll"), ""]
+    lines += ceiling_lines(m)
     for what, c in (("cached in ~/.cache/citebot (what builds use)", m["cached"]),
                     ("a fresh calibration now (scratch cache)", m["fresh"])):
         if c:
@@ -202,6 +245,29 @@ def report(m: dict, e2e: dict | None, *, smoke: bool, corpus: Path, slice_size: 
         lines.append(f"- `citebot index build`: {e2e['seconds']:.1f} s for {e2e['chunks']:,} "
                      "chunks, including reading, chunking, the bulk choice and writing.")
     return "\n".join(lines) + "\n"
+
+
+def ceiling_lines(m: dict) -> list[str]:
+    """The arithmetic ceiling table and what it means for the target."""
+    c = m["ceiling"]
+    ref, chosen = m["rates"]["reference"], m["rates"]["chosen"]
+    fp32, bf16 = c["float32"], c["bfloat16"]
+    rows = [["matrix products, GFLOP/s per core (one thread)", f"{fp32['gflops_core']:.0f}",
+             f"{bf16['gflops_core']:.0f}"],
+            [f"ceiling, chunks/s on {c['cores']} cores (products only, everything else free)",
+             f"{fp32['ceiling']:.0f}", f"{bf16['ceiling']:.0f}"],
+            ["measured, chunks/s (reference; citebot's bulk path)", f"{ref:.1f}",
+             f"{chosen:.1f}"],
+            ["share of the ceiling reached", f"{ref / fp32['ceiling']:.0%}",
+             f"{chosen / bf16['ceiling']:.0%}"]]
+    need = TARGET_SPEEDUP * ref / bf16["ceiling"]
+    return [f"What the arithmetic allows ({c['flops_per_chunk'] / 1e9:.2f} GFLOP of "
+            "matrix products per chunk):", "",
+            table(["", "fp32", "bf16"], rows, "lrr"), "",
+            f"- bf16 over fp32 at best on this CPU: {bf16['ceiling'] / fp32['ceiling']:.2f}× "
+            f"(products alone). {TARGET_SPEEDUP:g}× the reference needs the bf16 path at "
+            f"{need:.0%} of its ceiling, the reference being at "
+            f"{ref / fp32['ceiling']:.0%} of its own.", ""]
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -83,6 +83,13 @@ def test_build_smoke(tmp_path):
         assert close(row["× reference"], number(row["chunks/s"]), ref), row
     for row in rows[:-1]:
         assert number(row["min cosine"]) > 0.99, row
+    # The arithmetic ceiling: shares are measured rate over ceiling, in the same units.
+    ceiling = {r[""]: r for r in parse_table(text[text.index("What the arithmetic allows"):])}
+    peak, top, got, share = (ceiling[k] for k in ceiling)
+    for kind, measured in (("fp32", ref), ("bf16", number(rows[1]["chunks/s"]))):
+        assert number(peak[kind]) > 0 and number(got[kind]) == pytest.approx(measured, abs=0.05)
+        assert number(share[kind].rstrip("%")) == pytest.approx(100 * measured / number(top[kind]),
+                                                            abs=1)
 
 
 def test_frame_pattern_reads_tqdm_output():
