@@ -238,8 +238,8 @@ def report(m: dict, e2e: dict | None, *, smoke: bool, corpus: Path, slice_size: 
             lines.append(f"- progress bar on a terminal (`script`): {e2e['frames']} frames; "
                          f"rate shown: {'yes' if e2e['rate_shown'] else 'no'}; time left "
                          f"shown: {'yes' if e2e['eta_shown'] else 'no'}; a late frame: "
-                         f"`{e2e['shown']}`; the bar counts {e2e['bar_total']} texts for "
-                         f"{e2e['chunks']:,} chunks.")
+                         f"`{e2e['shown']}`; the bar's total: {e2e['bar_total']:,} for "
+                         f"{e2e['chunks']:,} chunks (a chunk counts with its sentences).")
         else:
             lines.append("- progress bar not checked: no `script` command for a pseudo terminal.")
         lines.append(f"- `citebot index build`: {e2e['seconds']:.1f} s for {e2e['chunks']:,} "

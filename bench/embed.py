@@ -14,8 +14,6 @@ import json
 import os
 import re
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,12 +25,18 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make bench.* importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine_line  # noqa: E402
+from bench.common import (  # noqa: E402
+    SQUAD,
+    machine_line,
+    median,
+    squad_questions,
+    table,
+    timed,
+    write_report,
+)
 from index.embed import Embedder  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-CORPUS = Path("/work/shared/eval/squad/corpus")
-QUERIES = Path("/work/shared/eval/squad/queries.jsonl")
+CORPUS = SQUAD / "corpus"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "citebot-bench-embed-cache"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
 
@@ -100,20 +104,27 @@ def query_latency(st, embedder: Embedder, questions: list[str]) -> dict[str, flo
             run(q)
             times[name].append(time.perf_counter() - began)
     torch.set_num_threads(threads)
-    return {"threads": threads} | {name: 1000 * statistics.median(t) for name, t in times.items()}
+    return {"threads": threads} | {name: 1000 * median(t) for name, t in times.items()}
 
 
 def cold_seconds(code: str, runs: int) -> tuple[float, str]:
     """Median wall time of a fresh Python running code, and its last output line."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     times, out = [], ""
     for _ in range(runs):
-        began = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                              text=True, check=True)
-        times.append(time.perf_counter() - began)
+        seconds, done = timed([sys.executable, "-c", code])
+        times.append(seconds)
         out = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    return statistics.median(times), out
+    return median(times), out
+
+
+def cold_table(cold_import: float, cold_st: float | None, cold_ours: float, ours: str) -> str:
+    """Cold starts against `import sentence_transformers` alone, the floor of the reference."""
+    rows = [("`import sentence_transformers`", cold_import),
+            *([] if cold_st is None else
+              [("sentence-transformers: load, embed one question", cold_st)]),
+            (ours, cold_ours)]
+    return table(["process", "seconds", "× `import sentence_transformers`"],
+                 [[label, f"{s:.2f}", f"{s / cold_import:.2f}"] for label, s in rows])
 
 
 def machine() -> str:
@@ -174,17 +185,14 @@ def main() -> None:
     ref = vecs[ref_name]
     lines += [f"{len(texts)} chunks of {args.corpus.name}, {np.mean(tokens):.0f} word pieces "
               f"on average (max {max(tokens)}), in slices of {slice_size}; the auto choice "
-              f"here: **{bulk.backend_used}**.", "",
-              "| path | chunks/s | × reference | min cosine | mean cosine |",
-              "| --- | ---: | ---: | ---: | ---: |"]
-    for name in paths:
-        cos = (vecs[name] * ref).sum(1)
-        lines.append(f"| {name} | {len(texts) / seconds[name]:.1f} | "
-                     f"{seconds[ref_name] / seconds[name]:.2f} | {cos.min():.6f} | "
-                     f"{cos.mean():.6f} |")
+              f"here: **{bulk.backend_used}**.", ""]
+    cosines = {name: (vecs[name] * ref).sum(1) for name in paths}
+    lines.append(table(["path", "chunks/s", "× reference", "min cosine", "mean cosine"],
+                       [[name, f"{len(texts) / seconds[name]:.1f}",
+                         f"{seconds[ref_name] / seconds[name]:.2f}", f"{cos.min():.6f}",
+                         f"{cos.mean():.6f}"] for name, cos in cosines.items()]))
 
-    questions = [json.loads(line)["query"] for line in
-                 QUERIES.read_text(encoding="utf-8").splitlines()[:n_queries]]
+    questions = squad_questions(n_queries)
     latency = query_latency(st, auto, questions)
     model_arg = json.dumps(str(auto.path))
     cache_arg = json.dumps(str(args.cache_dir))
@@ -202,23 +210,13 @@ def main() -> None:
               f"threads, {latency['st1']:.1f} ms with 1; citebot ({auto.backend_used}) "
               f"{latency['citebot']:.1f} ms.", "",
               f"Cold start, median of {cold_runs} fresh processes:", "",
-              "| process | seconds | × `import sentence_transformers` |",
-              "| --- | ---: | ---: |",
-              f"| `import sentence_transformers` | {cold_import:.2f} | 1.00 |",
-              *([] if cold_st is None else [
-                  f"| sentence-transformers: load, embed one question | {cold_st:.2f} | "
-                  f"{cold_st / cold_import:.2f} |"]),
-              f"| citebot: Embedder + encode_query ({used}; torch imported: {torch_loaded}) | "
-              f"{cold_ours:.2f} | {cold_ours / cold_import:.2f} |", "",
+              cold_table(cold_import, cold_st, cold_ours,
+                         f"citebot: Embedder + encode_query ({used}; torch imported: "
+                         f"{torch_loaded})"), "",
               f"prepare(): {first_prepare:.1f} s with "
               f"{'a warm cache' if warm else 'an empty cache (ONNX export + bulk measurement)'}"
               f"; {again_prepare:.2f} s in a second Embedder once the cache is filled.", ""]
-    report = "\n".join(lines)
-    print(report)
-    out = args.out or (None if args.smoke else HERE / "results" / "embed.md")
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report, encoding="utf-8")
+    write_report("\n".join(lines), "embed", args.out, args.smoke)
     if torch_loaded != "False":
         sys.exit("the query path imported torch")
 

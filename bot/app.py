@@ -81,8 +81,7 @@ def make_library(cfg: Config, index_override: str | None = None) -> Library:
     return Library(index_dir(cfg, index_override), embedder_for(cfg), settings_from(cfg))
 
 
-def progress_bar(embedder: Embedder | None = None,
-                 desc: str = "embedding passages and sentences"):
+def progress_bar(embedder: Embedder | None = None, desc: str = "embedding"):
     """A tqdm progress callback(done, total) on a terminal; None when stderr is not a TTY.
 
     With the embedder, also says when this first build will prepare the model's fast paths,
@@ -100,7 +99,7 @@ def progress_bar(embedder: Embedder | None = None,
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=desc, unit="text", file=sys.stderr, leave=False)
+            bar = tqdm(total=total, desc=desc, unit="chunk", file=sys.stderr, leave=False)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
@@ -113,7 +112,12 @@ def open_library(cfg: Config, index_override: str | None = None, *,
     """A Library over the configured index, built from the configured sources if missing."""
     lib = make_library(cfg, index_override)
     if build_if_missing and not lib.exists():
+        specs = source_specs(cfg)
+        if not any(s.startswith(("http://", "https://")) or os.path.exists(s) for s in specs):
+            raise CitebotError(f"no index at {lib.index_dir}, and no configured sources to "
+                               f"build one from ({', '.join(specs) or 'none'}): run "
+                               "`citebot index build PATH...`")
         print(f"citebot: no index yet, building one from {', '.join(cfg.index.sources)}",
               file=sys.stderr)
-        lib.update(source_specs(cfg), progress=progress_bar(lib.embedder))
+        lib.update(specs, progress=progress_bar(lib.embedder))
     return lib

@@ -36,6 +36,8 @@ from .store import (
     write_generation,
 )
 
+# progress(chunks done, chunks to embed), called as embedding goes on; a chunk counts as done
+# with its sentences.
 Progress = Callable[[int, int], None]
 
 
@@ -355,17 +357,32 @@ class Library:
         if todo:
             # The fast paths, made once per model and machine; the bulk one only if needed.
             self.embedder.prepare(measure_bulk=False)
-            done = 0
-            total = len(todo) + len(texts)
+            passes = [[chunks[i].text for i in todo], texts]
+            # Progress is counted in chunks, their sentences included: each text done counts
+            # as its pass's mean length over all characters to embed, so the rate shown is
+            # chunks per second of the whole job and the time left holds for both passes.
+            total_chars = sum(map(len, passes[0])) + sum(map(len, passes[1]))
+            done, shown = 0.0, -1
 
-            def step(n: int) -> None:
-                nonlocal done
-                done += n
-                if progress:
-                    progress(done, total)
+            def show(chunks: int) -> None:
+                nonlocal shown
+                if progress and chunks != shown:
+                    shown = chunks
+                    progress(chunks, len(todo))
 
-            out[todo] = self.embedder.encode([chunks[i].text for i in todo], progress=step)
-            vecs = self.embedder.encode(texts, progress=step)
+            def step_of(part: list[str]) -> Callable[[int], None]:
+                share = sum(map(len, part)) / max(1, len(part)) / max(1, total_chars)
+
+                def step(n: int) -> None:
+                    nonlocal done
+                    done += n * share
+                    show(min(len(todo), int(len(todo) * done + 1e-6)))
+
+                return step
+
+            out[todo] = self.embedder.encode(passes[0], progress=step_of(passes[0]))
+            vecs = self.embedder.encode(texts, progress=step_of(texts))
+            show(len(todo))
             row = {t: j for j, t in enumerate(texts)}
             for i in todo:
                 c = chunks[i]

@@ -1,25 +1,35 @@
-"""Shared fixtures: one real model per test session, one seeds index built from it."""
+"""Shared fixtures: one real model per test session, one seeds index built from it.
+
+Paths and the seeds Config come from bench/common.py, which the benchmarks run against too,
+so a test and a benchmark of the seeds index always mean the same index.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from bench.common import ROOT, SEEDS, seeds_config
+
+if TYPE_CHECKING:  # imported lazily below: the environment must be set before the model stack
+    from index.library import Library
+
+__all__ = ["ROOT", "SEEDS", "library", "seeds_config"]
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-ROOT = Path(__file__).resolve().parent.parent
-SEEDS = ROOT / "seeds"
 
+def library(index_dir: Path, seeds_library: Library) -> Library:
+    """Another Library at index_dir with the session's model and settings, as a second process
+    (the bot beside a `citebot index build`) would open it."""
+    from index.library import Library
 
-def seeds_config(index_dir: Path):
-    """A Config that indexes the repository's seeds into index_dir."""
-    from bot.config import Config, IndexConfig
-
-    return Config(index=IndexConfig(dir=str(index_dir), sources=[str(SEEDS)]), base_dir=ROOT)
+    return Library(index_dir, seeds_library.embedder, seeds_library.settings)
 
 
 @pytest.fixture(scope="session")

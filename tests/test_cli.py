@@ -114,7 +114,7 @@ def _refused_port() -> int:
 
 @pytest.mark.parametrize("case", ["missing", "binary", "latin1", "unsupported", "url",
                                   "empty-q", "blank-q", "huge-q", "corrupt", "no-index",
-                                  "bad-queries-file", "bad-config"])
+                                  "no-index-no-sources", "bad-queries-file", "bad-config"])
 def test_bad_input_is_one_line_exit_1_and_index_kept(capsys, index_copy, tmp_path, case):
     before = {p: p.read_bytes() for p in index_copy.rglob("*") if p.is_file()}
     ix = ["--index", index_copy]
@@ -144,6 +144,10 @@ def test_bad_input_is_one_line_exit_1_and_index_kept(capsys, index_copy, tmp_pat
         argv = ["search", "Darroch", *ix]
     elif case == "no-index":
         argv = ["index", "list", "--index", tmp_path / "none"]
+    elif case == "no-index-no-sources":  # nothing to build a first index from: say how to
+        (tmp_path / "c.toml").write_text('[index]\nsources = ["gone"]\n')
+        argv = ["--config", tmp_path / "c.toml", "ask", "who defended Darroch?",
+                "--index", tmp_path / "none"]
     elif case == "bad-queries-file":
         (tmp_path / "q.jsonl").write_text('{"query": "ok"}\nnot json\n')
         argv = ["search", "--queries", tmp_path / "q.jsonl", "--json", *ix]
@@ -154,6 +158,8 @@ def test_bad_input_is_one_line_exit_1_and_index_kept(capsys, index_copy, tmp_pat
     assert code == 1, (out, err)
     assert err.startswith("citebot: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err and len(err) < 400
+    if case == "no-index-no-sources":
+        assert "no index at" in err and "citebot index build" in err and "gone" in err
     assert {p: p.read_bytes() for p in index_copy.rglob("*") if p.is_file()} == before
 
 

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import numpy as np
-import pytest
 
 from index.chunk import answer_units
-from index.errors import ModelMismatch
 from index.evaluate import evaluate, load_questions
 from index.lexical import correct_spelling, given_names, lexical_text
 from index.library import Library
-from index.store import current_generation
 
-from .conftest import ROOT, SEEDS
+from .conftest import ROOT
 
 DEV = ROOT / "tests" / "data" / "eval" / "dev_qa.jsonl"
 
@@ -58,41 +52,6 @@ def test_speaker_label_stays_with_its_quote():
     assert units[0].startswith("Conservative Lawmaker Alan Duncan")
     assert units[0].endswith('under the bus."')
     assert "Short one." not in units  # fewer than three words: not quotable
-
-
-def test_updates_embed_only_new_text_and_keep_sentence_vectors(embedder, tmp_path):
-    folder = tmp_path / "seeds"
-    shutil.copytree(SEEDS, folder)
-    lib = Library(tmp_path / "index", embedder)
-    lib.update([str(folder)])
-    before = lib.snapshot()
-    old = {c.hash: before.sentences([c.id])[c.id] for c, _ in before.all_chunks()}
-    assert lib.update([str(folder)]).chunks_embedded == 0
-    target = sorted(folder.glob("*.txt"))[0]
-    target.write_text(target.read_text(encoding="utf-8") + "\n\nA new closing paragraph "
-                      "about the embassy garden was added later.\n", encoding="utf-8")
-    report = lib.update([str(folder)])
-    assert 1 <= report.chunks_embedded <= 2
-    after = lib.snapshot()
-    chunks = [c for c, _ in after.all_chunks()]
-    stored = after.sentences([c.id for c in chunks])
-    assert set(stored) == {c.id for c in chunks}
-    kept = [c for c in chunks if c.hash in old]
-    assert len(kept) >= len(chunks) - 2
-    for c in kept:
-        assert np.array_equal(stored[c.id].vectors, old[c.hash].vectors)
-        assert [(a - c.start, b - c.start) for a, b in stored[c.id].spans] == \
-            answer_units(c.text)
-    assert any("garden" in after.source_text(c.source_id)[a:b]
-               for c in chunks for a, b in stored[c.id].spans)
-
-
-def test_an_index_of_the_old_format_asks_for_a_rebuild(index_copy, embedder):
-    manifest = current_generation(index_copy) / "manifest.json"
-    data = json.loads(manifest.read_text())
-    manifest.write_text(json.dumps({**data, "format_version": 1}))
-    with pytest.raises(ModelMismatch, match="rebuild"):
-        Library(index_copy, embedder).search("who defended Darroch?")
 
 
 def test_spelling_is_corrected_against_the_indexed_words():

@@ -16,17 +16,19 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bot.botdata import BotData
 from bot.cli import main
+from index.chunk import answer_units
 from index.errors import CitebotError
 from index.library import Library
 from index.records import Answer
-from index.store import Snapshot, current_generation
+from index.store import ChunkSentences, Snapshot, current_generation
 from index.watch import Watcher, fingerprint
 
-from .conftest import ROOT, SEEDS
+from .conftest import ROOT, SEEDS, library
 
 ANIMALS = [("owls", "Snowy owls nest on low hummocks of the tundra near Tromso every spring."),
            ("badgers", "Badgers dig their setts under old beech trees in Wytham Woods."),
@@ -40,10 +42,6 @@ def note(animal: str, fact: str, version: int = 0) -> str:
     return (f"# The {animal} report\n\n{fact} Observers have logged them for {10 + version} "
             f"years.\n\nThe {animal} survey of edition {version} counted more of them than the "
             f"survey before it, the wardens said.\n")
-
-
-def library(index: Path, seeds_library) -> Library:
-    return Library(index, seeds_library.embedder, seeds_library.settings)
 
 
 def wait_until(condition, timeout: float = 15.0) -> float:
@@ -248,6 +246,11 @@ def test_questions_are_answered_throughout_ten_updates(tmp_path, seeds_library):
     mixed = [r for r in results if not any(_consistent(r, g) for g in generations.values())]
     assert mixed == [], "a result mixes generations or shows a half-built one"
     assert sum(isinstance(r, Answer) and r.answered for r in results) > 0
+    # Without a restart, the reader now has what the writer wrote last, and finds it.
+    assert reader.sources() == writer.sources() and len(reader.sources()) > 3
+    question = "where do beavers on the river Tay fell willow trees?"
+    assert reader.search(question, k=3) == writer.search(question, k=3)
+    assert reader.search(question, k=1)[0].source.path.endswith("beavers-9.md")
     assert reader.check() == []
 
 
@@ -338,8 +341,12 @@ def test_a_build_killed_midway_leaves_the_old_index_answering(index_copy, tmp_pa
 
 # -- what an update costs --------------------------------------------------------------------------
 
-def test_unchanged_build_embeds_nothing_and_says_so(index_copy, capsys):
+def test_unchanged_build_embeds_nothing_writes_nothing_and_says_so(index_copy, seeds_library,
+                                                                    capsys):
     before = current_generation(index_copy)
+    report = library(index_copy, seeds_library).update([str(SEEDS)])
+    assert report.chunks_embedded == 0 and not report.wrote and len(report.unchanged) == 5
+    assert current_generation(index_copy) == before
     assert main(["index", "build", str(SEEDS), "--index", str(index_copy)]) == 0
     out = capsys.readouterr().out
     assert "0 chunks embedded" in out and "5 unchanged" in out
@@ -347,38 +354,72 @@ def test_unchanged_build_embeds_nothing_and_says_so(index_copy, capsys):
     assert current_generation(index_copy) == before
 
 
-def test_one_edited_paragraph_reembeds_only_the_chunks_whose_text_changed(tmp_path,
-                                                                          seeds_library):
+def _sentences_by_hash(snap: Snapshot) -> dict[str, ChunkSentences]:
+    return {c.hash: got for c, _ in snap.all_chunks()
+            for got in [snap.sentences([c.id])[c.id]]}
+
+
+def _check_sentences(snap: Snapshot, old: dict[str, ChunkSentences], new: str) -> None:
+    """Every chunk has its answer units stored; an unchanged chunk keeps the vectors it had
+    (copied over, not embedded again); the new text is among the stored sentences."""
+    chunks = [c for c, _ in snap.all_chunks()]
+    stored = snap.sentences([c.id for c in chunks])
+    assert set(stored) == {c.id for c in chunks}
+    for c in chunks:
+        assert [(a - c.start, b - c.start) for a, b in stored[c.id].spans] == \
+            answer_units(c.text)
+        if c.hash in old:
+            assert np.array_equal(stored[c.id].vectors, old[c.hash].vectors)
+    assert any(new in snap.source_text(c.source_id)[a:b]
+               for c in chunks for a, b in stored[c.id].spans)
+
+
+def test_an_edit_reembeds_only_the_chunks_whose_text_changed(tmp_path, seeds_library):
     folder = tmp_path / "articles"
     shutil.copytree(SEEDS, folder)
     lib = library(tmp_path / "index", seeds_library)
-    lib.update([str(folder)])
+    first = lib.update([str(folder)])
     target = folder / "000_cc900589cab259ee.txt"
 
-    def edit(old: str, new: str) -> tuple[int, int, int]:
-        """Embedded chunks, chunks whose text is new to the index, chunks of the article."""
-        known = {c.hash for c, _ in lib.snapshot().all_chunks()}
-        paragraphs = target.read_text().split("\n\n")
+    def in_the_middle(old: str, new: str) -> str:
+        """The article with old replaced by new once, in its middle paragraph."""
+        paragraphs = target.read_text(encoding="utf-8").split("\n\n")
         middle = len(paragraphs) // 2
         assert old in paragraphs[middle]
         paragraphs[middle] = paragraphs[middle].replace(old, new, 1)
-        target.write_text("\n\n".join(paragraphs))
+        return "\n\n".join(paragraphs)
+
+    def edit(text: str, new: str) -> tuple[int, int, int]:
+        """Writes the article as text (new: words only it has); returns embedded chunks,
+        chunks whose text is new to the index, and chunks of the article."""
+        old = _sentences_by_hash(lib.snapshot())
+        target.write_text(text, encoding="utf-8")
         report = lib.update([str(folder)])
         assert report.changed == [str(target)] and len(report.unchanged) == 4
         snap = lib.snapshot()
         assert report.chunks_total == snap.manifest.chunks
+        _check_sentences(snap, old, new)
+        assert any(new in h.chunk.text for h in lib.search(new, k=3)), new
         sid = next(s.id for s in snap.sources().values() if s.path.endswith(target.name))
+        fresh = [c for c, _ in snap.all_chunks() if c.hash not in old]
+        assert all(c.source_id == sid for c in fresh)
         article = [c for c, _ in snap.all_chunks() if c.source_id == sid]
-        return (report.chunks_embedded, sum(c.hash not in known for c in article),
-                len(article))
+        return report.chunks_embedded, len(fresh), len(article)
 
-    embedded, new_text, chunks = edit("veteran", "seasoned")  # a one-word fix
-    assert embedded == new_text and 1 <= embedded <= 2 and chunks >= 10
-    embedded, new_text, chunks = edit(".", ", the wire service reported.")  # a longer sentence
+    embedded, new_text, chunks = edit(in_the_middle("veteran", "seasoned"), "seasoned")
+    assert embedded == new_text and 1 <= embedded <= 2 and chunks >= 10  # a one-word fix
+    assert embedded < first.chunks_embedded == first.chunks_total  # the first embedded all
+    embedded, new_text, chunks = edit(in_the_middle(".", ", the wire service reported."),
+                                      "the wire service reported")  # a longer sentence
     assert embedded == new_text and 1 <= embedded and 2 * embedded <= chunks
+    embedded, new_text, _ = edit(target.read_text(encoding="utf-8") + "\n\nA new closing "
+                                 "paragraph about the embassy garden was added later.\n",
+                                 "embassy garden")  # a paragraph at the end
+    assert embedded == new_text and 1 <= embedded <= 2
 
 
-def test_a_copy_under_a_new_name_is_skipped_and_reported(index_copy, tmp_path, capsys):
+def test_a_copy_under_a_new_name_is_skipped_and_reported(index_copy, tmp_path, seeds_library,
+                                                          capsys):
     twin = tmp_path / "same-story.txt"
     twin.write_bytes((SEEDS / "002_41119d82aa048747.txt").read_bytes())
     assert main(["index", "build", str(twin), "--index", str(index_copy)]) == 0
@@ -386,6 +427,7 @@ def test_a_copy_under_a_new_name_is_skipped_and_reported(index_copy, tmp_path, c
     assert "0 chunks embedded" in out and "1 duplicate(s) skipped" in out
     assert f"duplicate: {twin} has the same text as" in out
     assert "002_41119d82aa048747.txt" in out
+    assert len(library(index_copy, seeds_library).sources()) == 5
 
 
 # -- the bot's own data ----------------------------------------------------------------------------
