@@ -28,10 +28,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bot.app import open_library  # noqa: E402
-from bot.botdata import BotData  # noqa: E402
 from bot.config import Config  # noqa: E402
-from bot.discord_bot import Asker, CitebotBot  # noqa: E402
-from tests.fakediscord import BotThread, FakeDiscord  # noqa: E402
+from tests.botharness import running_bot  # noqa: E402
+from tests.fakediscord import FakeDiscord  # noqa: E402
 
 WIDTH = 640
 _LINK = re.compile(r"\[((?:\\.|[^\]\\])*)\]\((https?://[^)\s]+)\)")
@@ -131,22 +130,10 @@ def ask_the_bot(question: str, workdir: Path) -> dict:
     cfg = Config()
     cfg.index.dir = str(workdir / "index")
     cfg.index.sources = [str(ROOT / "seeds")]
-    library = open_library(cfg)
-    fake = FakeDiscord().start()
-    data = BotData(workdir / "bot.sqlite")
-    cfg.discord.guild_id = fake.guild_id
-    try:
-        with fake.redirect():
-            runner = BotThread(CitebotBot(Asker(library, data, cfg.discord), cfg.discord,
-                                          guild_ready_timeout=0.2), fake.token).start()
-            try:
-                mid = fake.say(f"<@{fake.bot_id}> {question}", user_id=fake.snowflake())
-                return fake.reply_to(mid).body
-            finally:
-                runner.stop()
-    finally:
-        data.close()
-        fake.stop()
+    fake = FakeDiscord()
+    cfg.discord.guild_id, cfg.discord.data = fake.guild_id, str(workdir / "bot.sqlite")
+    with running_bot(fake, open_library(cfg), cfg.discord) as run:
+        return run.mention(question).body
 
 
 def chromium(*args: str) -> str:

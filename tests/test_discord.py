@@ -16,7 +16,7 @@ import sqlite3
 import statistics
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,6 @@ from bot.botdata import BotData, answer_from_record, answer_to_record
 from bot.config import Config, DiscordConfig
 from bot.discord_bot import (
     Asker,
-    CitebotBot,
     Conversations,
     Cooldown,
     FairQueue,
@@ -37,7 +36,8 @@ from bot.discord_bot import (
 )
 from index.records import Answer, Citation, Source
 
-from .fakediscord import BotThread, FakeDiscord, Request, invalid_message
+from .botharness import running_bot
+from .fakediscord import FakeDiscord, Request, invalid_message
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
@@ -73,41 +73,16 @@ def report(request):
     return lines
 
 
-@dataclass
-class Harness:
-    fake: FakeDiscord
-    bot: CitebotBot
-    asker: Asker
-    data_path: Path
-
-    def user(self) -> int:
-        return self.fake.snowflake()
-
-    def mention(self, question: str, *, user_id: int | None = None, **where) -> Request:
-        mid = self.fake.say(f"<@{self.fake.bot_id}> {question}", user_id=user_id or self.user(),
-                            **where)
-        return self.fake.reply_to(mid)
-
-
 @pytest.fixture(scope="module")
 def harness(library, tmp_path_factory):
     """One fake Discord and one running bot, shared by the integration tests."""
-    fake = FakeDiscord(heartbeat_ms=500).start()
+    fake = FakeDiscord(heartbeat_ms=500)
     data_path = tmp_path_factory.mktemp("discord-bot") / "bot.sqlite"
     settings = DiscordConfig(guild_id=fake.guild_id, allowed_channels=[fake.general],
                              allow_dms=True, cooldown_questions=5, cooldown_seconds=30,
                              max_concurrent=2, data=str(data_path))
-    data = BotData(data_path)
-    asker = Asker(library, data, settings)
-    with fake.redirect():
-        bot = CitebotBot(asker, settings, guild_ready_timeout=0.2)
-        runner = BotThread(bot, fake.token).start()
-        try:
-            yield Harness(fake, bot, asker, data_path)
-        finally:
-            runner.stop()
-            data.close()
-            fake.stop()
+    with running_bot(fake, library, settings) as run:
+        yield run
 
 
 class Scripted:

@@ -23,15 +23,15 @@ from pathlib import Path
 import pytest
 
 from bot import discord_admin, discord_bot
-from bot.botdata import BotData
 from bot.config import Config, DiscordConfig
 from bot.discord_admin import Updater
-from bot.discord_bot import Asker, CitebotBot, run_bot
+from bot.discord_bot import run_bot
 from index.library import Library
 from index.store import current_generation
 
+from .botharness import RunningBot, running_bot
 from .conftest import ROOT, SEEDS
-from .fakediscord import MANAGE_GUILD, MEMBER_PERMISSIONS, BotThread, FakeDiscord, Request
+from .fakediscord import MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord, Request
 
 ADMIN = MEMBER_PERMISSIONS | MANAGE_GUILD
 OWLS = """<html><head><title>Snowy owls return to Tromso</title></head><body>
@@ -45,28 +45,14 @@ Arctic foxes.</p></article><footer>Copyright Tromso Daily</footer></body></html>
 
 
 @dataclass
-class Admin:
-    fake: FakeDiscord
-    bot: CitebotBot
+class Admin(RunningBot):
+    """The running bot, and the articles, index and local web server its Updater works from."""
+
     library: Library
     updater: Updater
     folder: Path
     index: Path
-    data_path: Path
     web: str  # base URL of the local web server
-
-    def user(self) -> int:
-        return self.fake.snowflake()
-
-    def mention(self, question: str) -> Request:
-        mid = self.fake.say(f"<@{self.fake.bot_id}> {question}", user_id=self.user())
-        return self.fake.reply_to(mid)
-
-    def command(self, name: str, *, timeout: float = 120, **kwargs) -> tuple[Request, Request]:
-        """Run a slash command; its callback and the edit of the deferred response."""
-        inter = self.fake.slash(name, user_id=kwargs.pop("user_id", None) or self.user(),
-                                **kwargs)
-        return self.fake.callback(inter), self.fake.original_edit(inter, timeout=timeout)
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -91,24 +77,16 @@ def admin(seeds_library, tmp_path_factory):
 
     library = Library(root / "index", seeds_library.embedder, seeds_library.settings)
     library.update([str(folder)])
-    fake = FakeDiscord(heartbeat_ms=500).start()
-    data_path = root / "bot.sqlite"
+    fake = FakeDiscord(heartbeat_ms=500)
     settings = DiscordConfig(guild_id=fake.guild_id, admin_roles=["librarian"],
-                             cooldown_questions=0, data=str(data_path))
-    data = BotData(data_path)
-    asker = Asker(library, data, settings)
+                             cooldown_questions=0, data=str(root / "bot.sqlite"))
     updater = Updater(library, [str(folder)], settings, base=root)
-    with fake.redirect():
-        bot = CitebotBot(asker, settings, updater, guild_ready_timeout=0.2)
-        runner = BotThread(bot, fake.token).start()
-        try:
-            yield Admin(fake, bot, library, updater, folder, root / "index", data_path,
-                        f"http://127.0.0.1:{server.server_port}")
-        finally:
-            runner.stop()
-            data.close()
-            fake.stop()
-            server.shutdown()
+    try:
+        with running_bot(fake, library, settings, updater=updater) as run:
+            yield Admin(**vars(run), library=library, updater=updater, folder=folder,
+                        index=root / "index", web=f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
 
 
 def _content(edit: Request) -> str:

@@ -1,0 +1,77 @@
+"""The real citebot bot running on a thread against tests/fakediscord.py, for tests and docs.
+
+tests/fakediscord.py fakes Discord and knows nothing of citebot; this wires citebot's own pieces
+(BotData, Asker, CitebotBot, optionally an Updater) the way `citebot bot` does, and tears them
+down in the right order, so each user does not repeat it.
+
+    fake = FakeDiscord(heartbeat_ms=500)
+    settings = DiscordConfig(guild_id=fake.guild_id, data=str(tmp / "bot.sqlite"))
+    with running_bot(fake, library, settings) as run:
+        reply = run.mention("who defended Darroch?")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.botdata import BotData
+from bot.config import DiscordConfig
+from bot.discord_admin import Updater
+from bot.discord_bot import Answerer, Asker, CitebotBot
+
+from .fakediscord import BotThread, FakeDiscord, Request
+
+
+@dataclass
+class RunningBot:
+    """A bot that is up and connected, and what a test needs to talk to it and look inside."""
+
+    fake: FakeDiscord
+    bot: CitebotBot
+    asker: Asker
+    data_path: Path
+
+    def user(self) -> int:
+        """A new user id, so the per-user cooldown never carries over between tests."""
+        return self.fake.snowflake()
+
+    def mention(self, question: str, *, user_id: int | None = None, **where) -> Request:
+        """Ask by mention (in #general unless `where` says otherwise); the bot's reply."""
+        mid = self.fake.say(f"<@{self.fake.bot_id}> {question}", user_id=user_id or self.user(),
+                            **where)
+        return self.fake.reply_to(mid)
+
+    def command(self, name: str, *, timeout: float = 120, **kwargs) -> tuple[Request, Request]:
+        """Run a slash command; its callback and the edit of the deferred response."""
+        inter = self.fake.slash(name, user_id=kwargs.pop("user_id", None) or self.user(),
+                                **kwargs)
+        return self.fake.callback(inter), self.fake.original_edit(inter, timeout=timeout)
+
+
+@contextmanager
+def running_bot(fake: FakeDiscord, library: Answerer, settings: DiscordConfig, *,
+                updater: Updater | None = None) -> Iterator[RunningBot]:
+    """Start fake, run the bot against it with its data at settings.data; stop both after.
+
+    The fake is passed in unstarted rather than made here because settings usually name its
+    ids (guild_id, allowed_channels), which exist as soon as it is constructed.
+    """
+    data_path = Path(settings.data)
+    data = BotData(data_path)
+    fake.start()
+    try:
+        asker = Asker(library, data, settings)
+        with fake.redirect():
+            bot = CitebotBot(asker, settings, updater, guild_ready_timeout=0.2)
+            runner = BotThread(bot, fake.token)
+            try:
+                runner.start()
+                yield RunningBot(fake, bot, asker, data_path)
+            finally:
+                runner.stop()
+    finally:
+        data.close()
+        fake.stop()
