@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -153,6 +154,7 @@ _TIME = re.compile(r"\b(1[6-9]\d\d|20\d\d|monday|tuesday|wednesday|thursday|frid
                    r"september|october|november|december|yesterday|today|tomorrow|week|month|"
                    r"year|century|decade)s?\b", re.I)
 _CAPITAL = re.compile(r"\b[A-Z][a-z]+\b")
+_AFTER_PLACE = re.compile(r"\b(in|on|at|into|across|near|from)\s+$")
 # Capitalised words that are seldom people: calendar words, places, institutions, sentence
 # openers. A cheap stand-in for named-entity recognition that needs no second model.
 _NOT_NAMES = frozenset(tokenize(
@@ -181,12 +183,25 @@ def _type_bonus(text: str, wants: str, question_keys: set[str]) -> float:
 
 
 def _names(text: str) -> list[str]:
-    """Stems of the capitalised words of a sentence that may name people, in order."""
-    out = []
+    """Stems of the words of a sentence that may name people, in order: the last word of each
+    run of capitalised words ("Kim Darroch" is darroch, "Theresa May" is may).
+
+    A word right after "in", "on", "at"... is a place more often than a person ("a strike on
+    Iran", "in Washington"), unless it owns something ("in May's government").
+    """
+    out: list[str] = []
+    run_end = -1
     for m in _CAPITAL.finditer(text):
         stems = tokenize(m.group())
-        if stems and stems[0] not in _NOT_NAMES:
+        if not stems or stems[0] in _NOT_NAMES:
+            continue
+        if _AFTER_PLACE.search(text, 0, m.start()) and not text.startswith("'s", m.end()):
+            continue
+        if out and text[run_end:m.start()] == " ":
+            out[-1] = stems[0]  # the same name, continued
+        else:
             out.append(stems[0])
+        run_end = m.end()
     return out
 
 
@@ -205,22 +220,12 @@ def _citations(sentences: list[_Sentence], vecs: np.ndarray, settings: AnswerSet
                people: bool = False) -> list[Citation]:
     """Distinct, diverse sentences, best first; near-duplicates in other sources grouped.
 
-    For a "who" question, sentences that name someone not yet cited come first, so the
-    citations cover the different people rather than one person several times.
+    For a "who" question, close runners-up that name someone not yet cited come first
+    (_people_first): MMR would push away the other people who did the same thing, since
+    their sentences are alike.
     """
-    # For "who" the people rule below diversifies; MMR would push away the other people who
-    # did the same thing, since their sentences are alike.
     sims = vecs @ vecs.T
-    order = sorted(range(len(sentences)), key=lambda i: -sentences[i].score) if people \
-        else _diverse(sentences, sims)
-    if people:
-        named: set[str] = set()
-        fresh, stale = [], []
-        for i in order:
-            names = set(_names(sentences[i].text))
-            (fresh if names - named else stale).append(i)
-            named |= names
-        order = fresh + stale
+    order = _people_first(sentences) if people else _diverse(sentences, sims)
     groups: list[tuple[int, list[Source]]] = []
     per_chunk: dict[int | None, int] = {}
     for i in order:
@@ -239,6 +244,36 @@ def _citations(sentences: list[_Sentence], vecs: np.ndarray, settings: AnswerSet
     return [Citation(n=n, quote=s.text, source=s.hit.source, start=s.start, end=s.end,
                      score=round(s.score, 4), also_in=tuple(also))
             for n, (s, also) in enumerate(((sentences[j], a) for j, a in groups), 1)]
+
+
+# For "who": a sentence naming someone new moves up only if it scores within this much of the
+# best; a name in at least this share of the candidates is the story's subject, not an answer.
+_PEOPLE_GAP = 0.25
+_TOPIC_SHARE = 0.2
+
+
+def _people_first(sentences: list[_Sentence]) -> list[int]:
+    """The best sentence, then close runners-up that name someone not named yet, then the rest
+    by score.
+
+    "Who defended Darroch?" is answered by several people; citing each once beats citing
+    one of them thrice. Names the candidates share widely ("Darroch", "Trump" in a story
+    about both) are who the story is about, so they do not make a sentence new.
+    """
+    order = sorted(range(len(sentences)), key=lambda i: -sentences[i].score)
+    names = [set(_names(s.text)) for s in sentences]
+    counts = Counter(n for found in names for n in found)
+    common = {n for n, c in counts.items() if c >= max(3, _TOPIC_SHARE * len(sentences))}
+    lead, floor = order[0], sentences[order[0]].score - _PEOPLE_GAP
+    named = names[lead] | common
+    fresh, rest = [], []
+    for i in order[1:]:
+        if sentences[i].score >= floor and names[i] - named:
+            fresh.append(i)
+            named |= names[i]
+        else:
+            rest.append(i)
+    return [lead, *fresh, *rest]
 
 
 def _same_report(a: str, b: str, similarity: float, settings: AnswerSettings) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.answer import _same_report, unknown_share
+from index.answer import _names, _people_first, _same_report, _Sentence, unknown_share
 from index.lexical import Lexical, tokenize
 from index.library import Library
 
@@ -111,6 +111,37 @@ def test_same_report_rule():
     assert not _same_report(a, c, 0.6, s)  # similar content, no shared quotation
     assert not _same_report(a, b, 0.3, s)  # a shared quotation in unrelated sentences
     assert _same_report(a, c, 0.9, s)  # nearly the same content
+
+
+def test_names_are_people_not_places_one_key_per_person():
+    assert _names("Britain's Prime Minister Theresa May had defended Kim Darroch.") == \
+        ["may", "darroch"]
+    assert _names("reports of confusion over a strike on Iran, Darroch said") == ["darroch"]
+    assert _names("Senior figures in May's government accused Boris Johnson") == \
+        ["may", "johnson"]
+
+
+def test_who_citations_lead_with_the_best_then_new_people_close_behind():
+    def sentence(text: str, score: float) -> _Sentence:
+        return _Sentence(hit=None, start=0, end=len(text), text=text, score=score)  # type: ignore[arg-type]
+
+    story = [sentence(f"Trump said Darroch was wrong, day {i}.", 0.70 - i / 100) for i in range(4)]
+    picks = [sentence("May defended Darroch.", 0.80),        # the best: always first
+             sentence("Hunt backed Darroch.", 0.60),          # a new person, close: moves up
+             sentence("Corbyn praised Darroch.", 0.50),       # a new person, too far behind
+             *story]                                          # Trump, in most: not "new"
+    order = [picks[i].text.split()[0] for i in _people_first(picks)]
+    assert order[:2] == ["May", "Hunt"]
+    assert order[2:6] == ["Trump"] * 4 and order[6] == "Corbyn"
+
+
+def test_who_defended_darroch_cites_defenders_before_the_story(seeds_library):
+    """The first four citations each name someone other than the story's two men (Trump's
+    "no longer deal with Darroch" is about Darroch, not a defence of him)."""
+    a = seeds_library.ask("who defended Darroch?")
+    assert len(a.citations) >= 4
+    for c in a.citations[:4]:
+        assert set(_names(c.quote)) - {"darroch", "trump"}, c.quote
 
 
 def test_unknown_share_weighs_words_no_passage_uses():
