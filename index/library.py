@@ -357,32 +357,11 @@ class Library:
         if todo:
             # The fast paths, made once per model and machine; the bulk one only if needed.
             self.embedder.prepare(measure_bulk=False)
-            passes = [[chunks[i].text for i in todo], texts]
-            # Progress is counted in chunks, their sentences included: each text done counts
-            # as its pass's mean length over all characters to embed, so the rate shown is
-            # chunks per second of the whole job and the time left holds for both passes.
-            total_chars = sum(map(len, passes[0])) + sum(map(len, passes[1]))
-            done, shown = 0.0, -1
-
-            def show(chunks: int) -> None:
-                nonlocal shown
-                if progress and chunks != shown:
-                    shown = chunks
-                    progress(chunks, len(todo))
-
-            def step_of(part: list[str]) -> Callable[[int], None]:
-                share = sum(map(len, part)) / max(1, len(part)) / max(1, total_chars)
-
-                def step(n: int) -> None:
-                    nonlocal done
-                    done += n * share
-                    show(min(len(todo), int(len(todo) * done + 1e-6)))
-
-                return step
-
-            out[todo] = self.embedder.encode(passes[0], progress=step_of(passes[0]))
-            vecs = self.embedder.encode(texts, progress=step_of(texts))
-            show(len(todo))
+            chunk_texts = [chunks[i].text for i in todo]
+            meter = _ChunkProgress(progress, len(todo), chunk_texts + texts)
+            out[todo] = self.embedder.encode(chunk_texts, progress=meter.counter(chunk_texts))
+            vecs = self.embedder.encode(texts, progress=meter.counter(texts))
+            meter.show(len(todo))
             row = {t: j for j, t in enumerate(texts)}
             for i in todo:
                 c = chunks[i]
@@ -392,6 +371,34 @@ class Library:
         report.chunks_embedded = len(todo)
         assert all(s is not None for s in sentences)  # every chunk was reused or embedded
         return out, [s for s in sentences if s is not None]
+
+
+class _ChunkProgress:
+    """Progress in chunks while chunks and then their sentences are embedded.
+
+    Each text done counts as its pass's mean length over all the characters to embed, so the
+    rate shown is chunks per second of the whole job and the time left holds for both passes.
+    """
+
+    def __init__(self, progress: Progress | None, chunks: int, texts: Sequence[str]) -> None:
+        self.progress, self.chunks = progress, chunks
+        self.chars = max(1, sum(map(len, texts)))
+        self.done, self.shown = 0.0, -1
+
+    def counter(self, texts: Sequence[str]) -> Callable[[int], None]:
+        """An Embedder progress(n) callback for one pass over texts."""
+        share = sum(map(len, texts)) / max(1, len(texts)) / self.chars
+
+        def step(n: int) -> None:
+            self.done += n * share
+            self.show(min(self.chunks, int(self.chunks * self.done + 1e-6)))
+
+        return step
+
+    def show(self, chunks: int) -> None:
+        if self.progress and chunks != self.shown:
+            self.shown = chunks
+            self.progress(chunks, self.chunks)
 
 
 def _no_vectors(blob: bytes) -> np.ndarray:
