@@ -31,6 +31,7 @@ def settings_from(cfg: Config) -> Settings:
                                     sentence_weight=cfg.retrieval.sentence_weight,
                                     correct_spelling=cfg.retrieval.correct_spelling),
         answer=AnswerSettings(min_score=cfg.answer.min_score, max_unknown=cfg.answer.max_unknown,
+                              number_passages=cfg.answer.number_passages,
                               max_citations=cfg.answer.max_citations),
     )
 

@@ -47,6 +47,7 @@ class RetrievalConfig:
 class AnswerConfig:
     min_score: float = 0.5
     max_unknown: float = 0.55
+    number_passages: int = 10
     max_citations: int = 5
     max_question_chars: int = 2000
 

@@ -33,6 +33,7 @@ class AnswerSettings:
     duplicate_similarity: float = 0.85
     quote_similarity: float = 0.5
     max_unknown: float = 0.55
+    number_passages: int = 10
 
 
 @dataclass
@@ -76,7 +77,9 @@ def build_answer(question: str, hits: list[Hit], qvec: np.ndarray,
     _score(sentences, qvec, vecs, keywords, wants)
     best = max(s.score for s in sentences)
     unknown = unknown_share(keywords, lexical) if lexical is not None else 0.0
-    if best < settings.min_score or unknown >= settings.max_unknown:
+    best_passages = [h.chunk.text for h in hits[: settings.number_passages]]
+    missing = missing_numbers(question, best_passages) if settings.number_passages > 0 else []
+    if best < settings.min_score or unknown >= settings.max_unknown or missing:
         return Answer(question=question, answered=False, answer=NOT_FOUND,
                       keywords=keywords, score=best)
     citations = _citations(sentences, vecs, settings, people=wants == "who")
@@ -99,6 +102,27 @@ def unknown_share(stems: Sequence[str], lexical: Lexical) -> float:
     df = lexical.doc_freqs(list(stems))
     idf = np.log((lexical.n_docs + 1) / (df + 0.5))
     return float(idf[df == 0].sum() / idf.sum()) if idf.sum() > 0 else 0.0
+
+
+_NUMBER_TOKEN = re.compile(r"(?<![\w.,])\d[\d,.]*\d(?![\w]|[.,]\d)")
+
+
+def missing_numbers(question: str, passages: Sequence[str]) -> list[str]:
+    """The numbers of two or more digits in a question (a year, an amount) that none of the
+    passages holds.
+
+    "Who was Warsaw's mayor in 2022?" finds passages about Warsaw's mayors that are close to
+    it in every other way; that none of them says 2022 is what shows they do not answer it.
+    Single digits are left out: text often spells them ("three branches").
+    """
+    def numbers(text: str) -> set[str]:
+        return {m.group().replace(",", "") for m in _NUMBER_TOKEN.finditer(text)}
+
+    asked = numbers(question)
+    if not asked:
+        return []
+    found = set().union(*(numbers(p) for p in passages)) if passages else set()
+    return sorted(asked - found)
 
 
 def _candidate_sentences(hits: list[Hit], stored: Mapping[int, ChunkSentences],

@@ -12,16 +12,24 @@ import json
 import random
 import re
 import unicodedata
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from index.answer import _names, _people_first, _same_report, _Sentence, unknown_share
+from index.answer import (
+    _names,
+    _people_first,
+    _same_report,
+    _Sentence,
+    missing_numbers,
+    unknown_share,
+)
 from index.lexical import Lexical, tokenize
 from index.library import Library
 
-from .conftest import ROOT
+from .conftest import ROOT, library
 
 DATA = ROOT / "tests" / "data"
 SHARED = ROOT.parent / "shared" / "eval"
@@ -87,8 +95,10 @@ def test_squad_sample_answers_quote_verbatim(embedder, tmp_path):
     for r in own + others:
         a = lib.ask(r["query"])
         assert_verbatim(lib, a)
-        answered += a.answered
-    assert answered >= len(own)
+        answered += a.answered and r in own
+    # Quotes were checked on real answers: all the articles' own questions are answered but
+    # one, misspelt past correcting ("Who purhcased the remaining 4 pacakages ...").
+    assert answered >= len(own) - 1
 
 
 def test_same_report_in_several_articles_is_one_citation(seed_answers):
@@ -142,6 +152,32 @@ def test_who_defended_darroch_cites_defenders_before_the_story(seeds_library):
     assert len(a.citations) >= 4
     for c in a.citations[:4]:
         assert set(_names(c.quote)) - {"darroch", "trump"}, c.quote
+
+
+def test_missing_numbers_are_those_no_passage_holds():
+    passages = ["Mayors of Centrum in 1994-1999 were chosen.", "It cost 1,200 pounds, or 2.5%."]
+    assert missing_numbers("who was Warsaw's mayor in 2022?", passages) == ["2022"]
+    assert missing_numbers("who was mayor in 1994?", passages) == []
+    assert missing_numbers("did it cost 1200 pounds or 2.5%?", passages) == []  # 1,200 is 1200
+    # Single digits and ordinals are left alone: text spells them ("three", "19th").
+    assert missing_numbers("what are the 3 branches of the 19th century state?", passages) == []
+
+
+def test_a_year_none_of_the_best_passages_holds_is_refused(index_copy, seeds_library, tmp_path):
+    """An index that knows "2022" only from a note on owls: asked what Hunt said of Darroch
+    in 2022, the passages on Hunt and Darroch fit in every way but the year, so citebot says
+    it does not know; about the owls in 2022, it answers."""
+    note = tmp_path / "owls.md"
+    note.write_text("Snowy owls nested early on the tundra near Tromso in 2022, the wardens "
+                    "said.\n\nThe wardens counted forty nesting pairs on low hummocks.\n")
+    lib = library(index_copy, seeds_library)
+    lib.update([str(note)])
+    assert not lib.ask("what did Hunt say about Darroch in 2022?").answered
+    assert lib.ask("what happened to the snowy owls in 2022?").answered
+    assert lib.ask("what did Hunt say about Darroch?").answered
+    off = replace(lib.settings, answer=replace(lib.settings.answer, number_passages=0))
+    assert Library(index_copy, seeds_library.embedder, off).ask(
+        "what did Hunt say about Darroch in 2022?").answered  # it is this test that refuses
 
 
 def test_unknown_share_weighs_words_no_passage_uses():
