@@ -8,7 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -68,6 +68,34 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def question_ms(st, questions: Sequence[str],
+                others: dict[str, Callable[[str], object]] | None = None) -> dict[str, float]:
+    """Median ms to embed one question alone with sentence-transformers, torch on 1 thread
+    ("1", the reference: it suffers less when other processes share the cores) and on its
+    default ("default"), interleaved per question with any other runs given; "threads" is
+    torch's default."""
+    import torch
+
+    threads = torch.get_num_threads()
+
+    def reference(q: str) -> object:
+        return st.encode([q], normalize_embeddings=True, show_progress_bar=False)
+
+    runs = {"1": (1, reference), "default": (threads, reference),
+            **{name: (threads, run) for name, run in (others or {}).items()}}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    try:
+        for q in questions:
+            for name, (n, run) in runs.items():
+                torch.set_num_threads(n)
+                began = time.perf_counter()
+                run(q)
+                times[name].append(time.perf_counter() - began)
+    finally:
+        torch.set_num_threads(threads)
+    return {"threads": threads, **{name: 1000 * median(t) for name, t in times.items()}}
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[object]],
           align: str | None = None) -> str:
     """A markdown table; align is one letter per column, l or r (default: l then r)."""
@@ -112,10 +140,11 @@ def seeds_config(index_dir: Path):
     return Config(index=IndexConfig(dir=str(index_dir), sources=[str(SEEDS)]), base_dir=ROOT)
 
 
-def build_index(index_dir: Path, sources: Sequence[str | Path]) -> float:
-    """`citebot --index DIR index build SOURCES` as a new process; its wall seconds."""
+def build_index(index_dir: Path, sources: Sequence[str | Path], *,
+                rebuild: bool = False) -> float:
+    """`citebot --index DIR index build [--rebuild] SOURCES` as a new process; its seconds."""
     seconds, _ = timed([*citebot_cmd(), "--index", str(index_dir), "index", "build",
-                        *map(str, sources)])
+                        *(["--rebuild"] if rebuild else []), *map(str, sources)])
     return seconds
 
 
@@ -136,8 +165,17 @@ def squad_questions(limit: int | None = None) -> list[str]:
     return [json.loads(line)["query"] for line in lines[:limit] if line.strip()]
 
 
-SMOKE_QUESTIONS = [
+# Questions about the seed articles, like the bot's users ask; benches and tests cycle them.
+SEED_QUESTIONS = [
     "who defended Darroch?", "why did Darroch resign?", "what did the leaked cables say?",
     "what did Trump say about the ambassador?", "who is Kim Darroch?",
+    "what did Theresa May say?", "when did Darroch resign?", "who leaked the memos?",
+    "what did Darroch call the Trump administration?", "what did Boris Johnson say?",
+    "who will replace Darroch?", "what did Jeremy Hunt say?", "what is the Mail on Sunday?",
+    "how long was Darroch ambassador?", "what did Corbyn say?", "why was Trump angry?",
+    "what is a diplomatic cable?", "who is the foreign secretary?", "what is inept?",
+    "where did the leak come from?", "what happens to the leaker?", "how many articles?",
+    "what did the White House say?", "who is Nigel Farage?", "what is the capital of France?",
 ]
+SMOKE_QUESTIONS = SEED_QUESTIONS[:5]
 

@@ -29,6 +29,7 @@ from bench.common import (  # noqa: E402
     SQUAD,
     machine_line,
     median,
+    question_ms,
     squad_questions,
     table,
     timed,
@@ -82,29 +83,6 @@ def interleaved(paths: dict[str, Callable[[list[str]], np.ndarray]], texts: list
             parts[name].append(paths[name](piece))
             seconds[name] += time.perf_counter() - began
     return seconds, {name: np.concatenate(p) for name, p in parts.items()}
-
-
-def query_latency(st, embedder: Embedder, questions: list[str]) -> dict[str, float]:
-    """Median milliseconds to embed one question: the reference (with torch's default threads
-    and with one thread, which suffers less when other processes share the cores) and citebot."""
-    import torch
-
-    threads = torch.get_num_threads()
-
-    def reference(q: str, n: int) -> None:
-        torch.set_num_threads(n)
-        st.encode([q], normalize_embeddings=True, show_progress_bar=False)
-
-    runs = {"st": lambda q: reference(q, threads), "st1": lambda q: reference(q, 1),
-            "citebot": embedder.encode_query}
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for q in questions:
-        for name, run in runs.items():
-            began = time.perf_counter()
-            run(q)
-            times[name].append(time.perf_counter() - began)
-    torch.set_num_threads(threads)
-    return {"threads": threads} | {name: 1000 * median(t) for name, t in times.items()}
 
 
 def cold_seconds(code: str, runs: int) -> tuple[float, str]:
@@ -193,7 +171,7 @@ def main() -> None:
                          f"{cos.mean():.6f}"] for name, cos in cosines.items()]))
 
     questions = squad_questions(n_queries)
-    latency = query_latency(st, auto, questions)
+    latency = question_ms(st, questions, {"citebot": auto.encode_query})
     model_arg = json.dumps(str(auto.path))
     cache_arg = json.dumps(str(args.cache_dir))
     ours = ("import sys; from index.embed import Embedder; "
@@ -206,8 +184,8 @@ def main() -> None:
     cold_ours, said = cold_seconds(ours, cold_runs)
     used, torch_loaded = said.split()
     lines += ["", f"Query embedding, median of {len(questions)} questions, interleaved: "
-              f"sentence-transformers {latency['st']:.1f} ms with {latency['threads']} torch "
-              f"threads, {latency['st1']:.1f} ms with 1; citebot ({auto.backend_used}) "
+              f"sentence-transformers {latency['default']:.1f} ms with {latency['threads']} torch "
+              f"threads, {latency['1']:.1f} ms with 1; citebot ({auto.backend_used}) "
               f"{latency['citebot']:.1f} ms.", "",
               f"Cold start, median of {cold_runs} fresh processes:", "",
               cold_table(cold_import, cold_st, cold_ours,

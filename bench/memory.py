@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make bench.* importable
 
 from bench.common import (
     HEAVY,
-    ROOT,
+    SEED_QUESTIONS,
     SEEDS,
     SMOKE_QUESTIONS,
     build_index,
@@ -39,22 +39,12 @@ from bench.common import (
     median,
     seeds_config,
     table,
+    timed,
     verdict,
     write_report,
 )
 
 LIMIT_MB = 300
-QUESTIONS = [  # about the seed articles, like the bot's users; cycled to reach --questions
-    "who defended Darroch?", "why did Darroch resign?", "what did the leaked cables say?",
-    "what did Trump say about the ambassador?", "who is Kim Darroch?",
-    "what did Theresa May say?", "when did Darroch resign?", "who leaked the memos?",
-    "what did Darroch call the Trump administration?", "what did Boris Johnson say?",
-    "who will replace Darroch?", "what did Jeremy Hunt say?", "what is the Mail on Sunday?",
-    "how long was Darroch ambassador?", "what did Corbyn say?", "why was Trump angry?",
-    "what is a diplomatic cable?", "who is the foreign secretary?", "what is inept?",
-    "where did the leak come from?", "what happens to the leaker?", "how many articles?",
-    "what did the White House say?", "who is Nigel Farage?", "what is the capital of France?",
-]
 BOT = """\
 import sys, yarl
 from discord.gateway import DiscordWebSocket
@@ -96,10 +86,7 @@ def serve_library(index_dir: str, questions: list[str]) -> dict:
 def library_process(index_dir: Path, questions: list[str]) -> dict:
     code = ("import json, sys; from bench.memory import serve_library; "
             "print(json.dumps(serve_library(sys.argv[1], json.loads(sys.argv[2]))))")
-    done = subprocess.run([sys.executable, "-c", code, str(index_dir), json.dumps(questions)],
-                          capture_output=True, text=True, env=env(), cwd=ROOT, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"the library process failed: {done.stderr[-2000:]}")
+    _, done = timed([sys.executable, "-c", code, str(index_dir), json.dumps(questions)])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -214,7 +201,7 @@ def main(argv: list[str] | None = None) -> str:
                         "bench/results/memory.md)")
     args = parser.parse_args(argv)
     questions = (SMOKE_QUESTIONS[:3] if args.smoke else
-                 [QUESTIONS[i % len(QUESTIONS)] for i in range(args.questions)])
+                 [SEED_QUESTIONS[i % len(SEED_QUESTIONS)] for i in range(args.questions)])
     with tempfile.TemporaryDirectory(prefix="citebot-memory-") as tmp:
         tmp_path = Path(tmp)
         index_dir = args.index

@@ -37,6 +37,7 @@ from bench.common import (
     index_ok,
     machine_line,
     median,
+    question_ms,
     squad_questions,
     table,
     timed,
@@ -52,12 +53,8 @@ def ensure_index(index_dir: Path, sources: list[Path]) -> str:
     """Build the index unless a usable one is there; says which."""
     if index_ok(index_dir):
         return f"reused the index in {index_dir}"
-    seconds = build_index(index_dir, sources) if not index_dir.exists() else None
-    if seconds is None or not index_ok(index_dir):  # stale (other settings or format)
-        began = time.perf_counter()
-        timed([*citebot_cmd(), "--index", str(index_dir), "index", "build", "--rebuild",
-               *map(str, sources)])
-        seconds = time.perf_counter() - began
+    # One that is there but unusable is stale (other settings or format): rebuilt whole.
+    seconds = build_index(index_dir, sources, rebuild=index_dir.exists())
     return f"built the index in {index_dir} ({seconds:.0f} s)"
 
 
@@ -70,25 +67,6 @@ def reference_model():
 
     path = embedder_for(Config()).path
     return SentenceTransformer(str(path), device="cpu")
-
-
-def reference_ms(st, questions: list[str]) -> dict[str, float]:
-    """Median ms to embed one question: torch on 1 thread (the reference) and on its default."""
-    import torch
-
-    threads = torch.get_num_threads()
-    runs = {"1": 1, "default": threads}
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    try:
-        for q in questions:
-            for name, n in runs.items():
-                torch.set_num_threads(n)
-                began = time.perf_counter()
-                st.encode([q], normalize_embeddings=True, show_progress_bar=False)
-                times[name].append(time.perf_counter() - began)
-    finally:
-        torch.set_num_threads(threads)
-    return {"threads": threads, **{k: 1000 * median(v) for k, v in times.items()}}
 
 
 def batch_costs(index_dir: Path, questions: list[str], ref_questions: list[str], st,
@@ -108,7 +86,7 @@ def batch_costs(index_dir: Path, questions: list[str], ref_questions: list[str],
         steps = ["one", "many", "ref"]
         for step in steps[r % 3:] + steps[:r % 3]:
             if step == "ref":
-                refs.append(reference_ms(st, ref_questions))
+                refs.append(question_ms(st, ref_questions))
                 continue
             seconds, done = timed([*cmd, str(one if step == "one" else many)], cwd=cwd)
             lines = done.stdout.splitlines()

@@ -18,10 +18,19 @@ from bench.common import ROOT, SEEDS, seeds_config
 if TYPE_CHECKING:  # imported lazily below: the environment must be set before the model stack
     from index.library import Library
 
-__all__ = ["ROOT", "SEEDS", "library", "seeds_config"]
+__all__ = ["ROOT", "SEEDS", "library", "run_cli", "seeds_config"]
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """`citebot ARGV` in this process: exit code, stdout, stderr."""
+    from bot.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def library(index_dir: Path, seeds_library: Library) -> Library:

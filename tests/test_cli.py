@@ -14,15 +14,9 @@ import pytest
 from bot.cli import build_parser, main
 from index.ingest import clean_text
 
-from .conftest import ROOT, SEEDS
+from .conftest import ROOT, SEEDS, run_cli
 
 DEFENDERS = ["May", "Hunt", "Corbyn", "Duncan", "McDonald", "Fox", "Meyer"]
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def seed_texts() -> dict[str, str]:
@@ -30,7 +24,7 @@ def seed_texts() -> dict[str, str]:
 
 
 def test_ask_who_defended_darroch_cites_three_people_from_two_articles(capsys, seeds_index):
-    code, out, _ = run(capsys, "ask", "who defended Darroch?", "--json", "--index", seeds_index)
+    code, out, _ = run_cli(capsys, "ask", "who defended Darroch?", "--json", "--index", seeds_index)
     assert code == 0
     ans = json.loads(out)
     assert ans["answered"] and ans["answer"]
@@ -49,13 +43,13 @@ def test_ask_who_defended_darroch_cites_three_people_from_two_articles(capsys, s
 
 
 def test_ask_in_the_terminal_numbers_citations_and_names_sources(capsys, seeds_index):
-    code, out, _ = run(capsys, "ask", "who defended Darroch?", "--index", seeds_index)
+    code, out, _ = run_cli(capsys, "ask", "who defended Darroch?", "--index", seeds_index)
     assert code == 0
     assert "[1] " in out and "[2] " in out and "seeds/" in out and "\033[" not in out
 
 
 def test_search_json_contract(capsys, seeds_index):
-    code, out, _ = run(capsys, "search", "Corbyn", "-k", 3, "--json", "--index", seeds_index)
+    code, out, _ = run_cli(capsys, "search", "Corbyn", "-k", 3, "--json", "--index", seeds_index)
     assert code == 0
     obj = json.loads(out)
     assert obj["query"] == "Corbyn" and len(obj["results"]) == 3
@@ -73,36 +67,36 @@ def test_batch_search_and_ask_keep_order_and_ids(capsys, seeds_index, tmp_path):
     rows = [{"id": "a", "query": "what did Corbyn tell the Commons?"},
             {"id": "b", "query": "how old is Darroch?"}]
     qs.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    code, out, _ = run(capsys, "search", "--queries", qs, "-k", 5, "--json",
+    code, out, _ = run_cli(capsys, "search", "--queries", qs, "-k", 5, "--json",
                        "--index", seeds_index)
     lines = [json.loads(x) for x in out.splitlines()]
     assert code == 0 and [x["id"] for x in lines] == ["a", "b"]
     assert all(len(x["results"]) == 5 for x in lines)
-    code, out, _ = run(capsys, "ask", "--questions", qs, "--json", "--index", seeds_index)
+    code, out, _ = run_cli(capsys, "ask", "--questions", qs, "--json", "--index", seeds_index)
     answers = [json.loads(x) for x in out.splitlines()]
     assert code == 0 and [a["question"] for a in answers] == [r["query"] for r in rows]
     assert "65" in answers[1]["answer"]
 
 
 def test_off_topic_question_is_not_answered(capsys, seeds_index):
-    code, out, _ = run(capsys, "ask", "how do I bake sourdough bread?", "--json",
+    code, out, _ = run_cli(capsys, "ask", "how do I bake sourdough bread?", "--json",
                        "--index", seeds_index)
     ans = json.loads(out)
     assert code == 0 and ans["answered"] is False and ans["citations"] == []
 
 
 def test_index_commands(capsys, index_copy):
-    code, out, _ = run(capsys, "index", "list", "--index", index_copy)
+    code, out, _ = run_cli(capsys, "index", "list", "--index", index_copy)
     assert code == 0 and out.count("\n") == 5 and "Los Angeles Times" in out
-    code, out, _ = run(capsys, "index", "stats", "--json", "--index", index_copy)
+    code, out, _ = run_cli(capsys, "index", "stats", "--json", "--index", index_copy)
     stats = json.loads(out)
     assert stats["sources"] == 5 and stats["dim"] == 384 and stats["chunks"] > 20
-    code, out, _ = run(capsys, "index", "check", "--index", index_copy)
+    code, out, _ = run_cli(capsys, "index", "check", "--index", index_copy)
     assert code == 0 and "sound" in out
-    code, out, _ = run(capsys, "index", "remove", SEEDS / "000_cc900589cab259ee.txt",
+    code, out, _ = run_cli(capsys, "index", "remove", SEEDS / "000_cc900589cab259ee.txt",
                        "--index", index_copy)
     assert code == 0 and "1 removed" in out
-    code, out, _ = run(capsys, "index", "build", SEEDS, "--index", index_copy)
+    code, out, _ = run_cli(capsys, "index", "build", SEEDS, "--index", index_copy)
     assert code == 0 and "1 added" in out and "4 unchanged" in out
 
 
@@ -154,7 +148,7 @@ def test_bad_input_is_one_line_exit_1_and_index_kept(capsys, index_copy, tmp_pat
     else:
         (tmp_path / "c.toml").write_text("[index]\ndirr = 3\n")
         argv = ["--config", tmp_path / "c.toml", "index", "list"]
-    code, out, err = run(capsys, *argv)
+    code, out, err = run_cli(capsys, *argv)
     assert code == 1, (out, err)
     assert err.startswith("citebot: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err and len(err) < 400
@@ -207,7 +201,7 @@ def test_every_command_has_help_and_is_in_the_readme(capsys):
 
 
 def test_the_same_quote_in_two_articles_is_one_citation(capsys, seeds_index):
-    code, out, _ = run(capsys, "ask", "what did Hunt tweet to Trump about the prime minister?",
+    code, out, _ = run_cli(capsys, "ask", "what did Hunt tweet to Trump about the prime minister?",
                        "--json", "--index", seeds_index)
     ans = json.loads(out)
     # Other reports (Hunt's "deeply saddened") may be grouped too; this one is the tweet.

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import SEED_QUESTIONS
 from bot import discord_bot
 from bot import discord_render as render
 from bot.botdata import BotData, answer_from_record, answer_to_record
@@ -34,28 +35,17 @@ from bot.discord_bot import (
     mention_question,
     run_bot,
 )
+from index.ingest import clean_text
 from index.records import Answer, Citation, Source
 
 from .botharness import running_bot
+from .conftest import SEEDS
 from .fakediscord import FakeDiscord, Request, invalid_message
 
-ROOT = Path(__file__).resolve().parent.parent
-SEEDS = ROOT / "seeds"
-QUESTIONS = [
-    "who defended Darroch?", "why did Darroch resign?", "what did the leaked cables say?",
-    "what did Trump say about the ambassador?", "who is Kim Darroch?",
-    "what did Theresa May say?", "when did Darroch resign?", "who leaked the memos?",
-    "what did Darroch call the Trump administration?", "what did Boris Johnson say?",
-]
+QUESTIONS = SEED_QUESTIONS[:10]
 
 
 # -- shared fixtures -----------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def library(seeds_library):
-    """The session's real Library over seeds/ (tests/conftest.py: one model load)."""
-    return seeds_library
-
 
 @pytest.fixture(scope="session")
 def report(request):
@@ -74,14 +64,14 @@ def report(request):
 
 
 @pytest.fixture(scope="module")
-def harness(library, tmp_path_factory):
+def harness(seeds_library, tmp_path_factory):
     """One fake Discord and one running bot, shared by the integration tests."""
     fake = FakeDiscord(heartbeat_ms=500)
     data_path = tmp_path_factory.mktemp("discord-bot") / "bot.sqlite"
     settings = DiscordConfig(guild_id=fake.guild_id, allowed_channels=[fake.general],
                              allow_dms=True, cooldown_questions=5, cooldown_seconds=30,
                              max_concurrent=2, data=str(data_path))
-    with running_bot(fake, library, settings) as run:
+    with running_bot(fake, seeds_library, settings) as run:
         yield run
 
 
@@ -115,9 +105,9 @@ def plain(markdown: str) -> str:
 
 
 def seed_text() -> str:
-    """All seed articles, whitespace collapsed and curly quotes straightened as ingest does."""
-    text = " ".join(" ".join(p.read_text(encoding="utf-8").split()) for p in SEEDS.glob("*.txt"))
-    return text.translate(str.maketrans("“”‘’", "\"\"''"))
+    """All seed articles as ingest cleans them, whitespace collapsed."""
+    return " ".join(" ".join(clean_text(p.read_text(encoding="utf-8")).split())
+                    for p in SEEDS.glob("*.txt"))
 
 
 def embed_of(rec: Request) -> dict:
@@ -368,18 +358,19 @@ def test_more_sources_is_ephemeral_and_feedback_is_stored(harness):
     assert stored["question"] == "why did Darroch resign?" and stored["citations"]
 
 
-def test_sources_lists_the_index_and_pages(harness, library, monkeypatch):
+def test_sources_lists_the_index_and_pages(harness, seeds_library, monkeypatch):
     fake = harness.fake
     inter = fake.slash("sources", user_id=harness.user())
     assert fake.callback(inter).body == {"type": 5, "data": {"flags": 64}}
     e = embed_of(fake.original_edit(inter))
-    assert e["title"] == f"Indexed sources ({len(library.sources())})"
-    for s in library.sources():
+    assert e["title"] == f"Indexed sources ({len(seeds_library.sources())})"
+    for s in seeds_library.sources():
         assert render.escape(s.title, line_start=False) in e["description"]
     assert "passages" in e["description"] and "added " in e["description"]
 
-    many = [replace(library.sources()[0], id=str(i), title=f"Article {i:02}") for i in range(23)]
-    monkeypatch.setattr(harness.asker, "library", Scripted(library, sources=many))
+    many = [replace(seeds_library.sources()[0], id=str(i), title=f"Article {i:02}")
+            for i in range(23)]
+    monkeypatch.setattr(harness.asker, "library", Scripted(seeds_library, sources=many))
     inter = fake.slash("sources", user_id=harness.user(), page=2)
     edit = fake.original_edit(inter)
     assert "Article 10" in embed_of(edit)["description"]
@@ -406,10 +397,11 @@ def test_nobody_is_pinged(harness):
         assert pings_nobody(body), body
 
 
-def test_an_answer_longer_than_every_limit_is_cut_to_fit(harness, library, monkeypatch):
+def test_an_answer_longer_than_every_limit_is_cut_to_fit(harness, seeds_library, monkeypatch):
     question = "give me everything " * 50
     monkeypatch.setattr(harness.asker, "library",
-                        Scripted(library, {" ".join(question.split()): huge_answer(question)}))
+                        Scripted(seeds_library,
+                                 {" ".join(question.split()): huge_answer(question)}))
     rec = harness.mention(question)
     assert rec.status == 200, rec.response
     assert_fits(embed_of(rec))
@@ -528,10 +520,11 @@ def test_run_bot_without_a_token_says_how_to_get_one(tmp_path, monkeypatch, caps
     assert err.count("\n") == 1 and "DISCORD_TOKEN" in err and "README" in err
 
 
-def test_run_bot_with_a_rejected_token_fails_in_one_line(tmp_path, monkeypatch, capsys, library):
+def test_run_bot_with_a_rejected_token_fails_in_one_line(tmp_path, monkeypatch, capsys,
+                                                         seeds_library):
     fake = FakeDiscord().start()
     monkeypatch.setenv("DISCORD_TOKEN", "wrong-secret-token")
-    monkeypatch.setattr(discord_bot, "open_library", lambda cfg, index=None: library)
+    monkeypatch.setattr(discord_bot, "open_library", lambda cfg, index=None: seeds_library)
     try:
         with fake.redirect():
             assert run_bot(_config(tmp_path, fake)) == 1
@@ -542,10 +535,10 @@ def test_run_bot_with_a_rejected_token_fails_in_one_line(tmp_path, monkeypatch, 
     assert "wrong-secret-token" not in err and "Traceback" not in err
 
 
-def test_run_bot_shuts_down_cleanly_on_sigterm(tmp_path, monkeypatch, library):
+def test_run_bot_shuts_down_cleanly_on_sigterm(tmp_path, monkeypatch, seeds_library):
     fake = FakeDiscord().start()
     monkeypatch.setenv("DISCORD_TOKEN", fake.token)
-    monkeypatch.setattr(discord_bot, "open_library", lambda cfg, index=None: library)
+    monkeypatch.setattr(discord_bot, "open_library", lambda cfg, index=None: seeds_library)
 
     def terminate_when_connected() -> None:
         fake.wait_until(lambda: fake.identifies == 1 and fake.connected)

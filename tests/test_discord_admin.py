@@ -31,6 +31,7 @@ from index.store import current_generation
 
 from .botharness import RunningBot, running_bot
 from .conftest import ROOT, SEEDS
+from .conftest import library as library_at
 from .fakediscord import MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord, Request
 
 ADMIN = MEMBER_PERMISSIONS | MANAGE_GUILD
@@ -75,7 +76,7 @@ def admin(seeds_library, tmp_path_factory):
         ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(web)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
-    library = Library(root / "index", seeds_library.embedder, seeds_library.settings)
+    library = library_at(root / "index", seeds_library)
     library.update([str(folder)])
     fake = FakeDiscord(heartbeat_ms=500)
     settings = DiscordConfig(guild_id=fake.guild_id, admin_roles=["librarian"],
@@ -229,7 +230,7 @@ def test_bot_with_watch_on_picks_up_new_files(tmp_path, monkeypatch, seeds_libra
     folder = tmp_path / "articles"
     folder.mkdir()
     shutil.copy(SEEDS / "002_41119d82aa048747.txt", folder)
-    library = Library(tmp_path / "index", seeds_library.embedder, seeds_library.settings)
+    library = library_at(tmp_path / "index", seeds_library)
     library.update([str(folder)])
     fake = FakeDiscord().start()
     cfg = Config(base_dir=tmp_path)

@@ -19,8 +19,7 @@ import pytest
 
 from index.embed import MIN_COSINE, Embedder
 
-ROOT = Path(__file__).resolve().parent.parent
-SEEDS = ROOT / "seeds"
+from .conftest import ROOT, SEEDS
 
 QUESTIONS = [
     "Why did the ambassador resign?",

@@ -9,23 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
 from bot.eval_render import render_eval
 from index.errors import BadQuestionFile
 from index.evaluate import Question, evaluate, load_questions, parse_question
 from index.records import Answer, Chunk, Hit, Source
 
-from .conftest import SEEDS
+from .conftest import SEEDS, run_cli
 
 DATA = Path(__file__).parent / "data" / "eval"
 SCORE = DATA / "score.py"
 SHARED = Path("/work/shared/eval")
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def hit(rank: int, text: str, path: str | None, score: float = 0.5) -> Hit:
@@ -167,7 +160,7 @@ def test_misses_and_refusal_rates_on_a_constructed_case():
 
 def test_cli_eval_json_and_plot(capsys, seeds_index, tmp_path):
     png = tmp_path / "recall.png"
-    code, out, err = run(capsys, "eval", DATA / "dev_qa.jsonl", "--json", "--plot", png,
+    code, out, err = run_cli(capsys, "eval", DATA / "dev_qa.jsonl", "--json", "--plot", png,
                          "--index", seeds_index)
     assert code == 0, err
     obj = json.loads(out)
@@ -177,7 +170,7 @@ def test_cli_eval_json_and_plot(capsys, seeds_index, tmp_path):
     assert len(obj["recall_curve"]) == 20 and obj["recall_curve"][9] == obj["recall@10"]
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    code, out, _ = run(capsys, "eval", DATA / "dev_qa.jsonl", "-k", 5, "--no-answers",
+    code, out, _ = run_cli(capsys, "eval", DATA / "dev_qa.jsonl", "-k", 5, "--no-answers",
                        "--index", seeds_index)
     assert code == 0 and "recall@5=" in out and "MRR@5=" in out and "refusal" not in out
 
@@ -193,7 +186,7 @@ def test_bad_question_files_are_one_line_errors(capsys, tmp_path, content, messa
     path = tmp_path / "qa.jsonl"
     if content is not None:
         path.write_text(content)
-    code, out, err = run(capsys, "eval", path, "--index", tmp_path / "no-index")
+    code, out, err = run_cli(capsys, "eval", path, "--index", tmp_path / "no-index")
     assert code == 1 and out == ""
     assert err.startswith("citebot: error: ") and message in err and err.count("\n") == 1
 

@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
-from bench.scale import synthetic
+from bench.scale import recall_at_10, synthetic
 from index.errors import IndexCorrupt
 from index.vectors import FLAT_MAX, KINDS, MIN_VECTORS, VectorIndex, choose_kind
 
@@ -45,7 +45,7 @@ def test_approximate_kinds_recall_at_10(built, data, kind):
     _, _, questions = data
     exact = built["flat"].search(questions, 10)[1]
     found = built[kind].search(questions, 10)[1]
-    recall = np.mean([len(np.intersect1d(f, e)) / 10 for f, e in zip(found, exact, strict=True)])
+    recall = recall_at_10(found, exact)
     assert recall >= 0.9, f"{kind} recall@10 {recall:.3f}"
 
 
