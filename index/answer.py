@@ -121,7 +121,7 @@ def missing_numbers(question: str, passages: Sequence[str]) -> list[str]:
     asked = numbers(question)
     if not asked:
         return []
-    found = set().union(*(numbers(p) for p in passages)) if passages else set()
+    found = set().union(*(numbers(p) for p in passages))
     return sorted(asked - found)
 
 
@@ -150,8 +150,9 @@ def _candidate_sentences(hits: list[Hit], stored: Mapping[int, ChunkSentences],
             # construction.
             out.append(_Sentence(hit, a, b, c.text[a - c.start:b - c.start]))
             rows.append(vec)
-    vecs = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 1), dtype=np.float32)
-    return out, vecs
+    if not rows:
+        return out, np.zeros((0, 1), dtype=np.float32)
+    return out, np.stack(rows).astype(np.float32, copy=False)
 
 
 def _score(sentences: list[_Sentence], qvec: np.ndarray, vecs: np.ndarray,
@@ -213,6 +214,12 @@ def _names(text: str) -> list[str]:
     A word right after "in", "on", "at"... is a place more often than a person ("a strike on
     Iran", "in Washington"), unless it owns something ("in May's government").
     """
+    return list(_name_stems(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_stems(text: str) -> tuple[str, ...]:
+    # Cached: a "who" question reads each sentence's names to score it and again to order it.
     out: list[str] = []
     run_end = -1
     for m in _CAPITAL.finditer(text):
@@ -226,7 +233,7 @@ def _names(text: str) -> list[str]:
         else:
             out.append(stems[0])
         run_end = m.end()
-    return out
+    return tuple(out)
 
 
 def _answer_text(sentences: list[_Sentence], settings: AnswerSettings) -> str:
@@ -250,6 +257,8 @@ def _citations(sentences: list[_Sentence], vecs: np.ndarray, settings: AnswerSet
     """
     sims = vecs @ vecs.T
     order = _people_first(sentences) if people else _diverse(sentences, sims)
+    # Only the first groups are ever shown; later sentences still join them as "also in".
+    limit = settings.max_citations + settings.more_citations
     groups: list[tuple[int, list[Source]]] = []
     per_chunk: dict[int | None, int] = {}
     for i in order:
@@ -262,7 +271,7 @@ def _citations(sentences: list[_Sentence], vecs: np.ndarray, settings: AnswerSet
                     also.append(s.hit.source)
                 break
         else:
-            if per_chunk.get(s.hit.chunk.id, 0) < 2:
+            if len(groups) < limit and per_chunk.get(s.hit.chunk.id, 0) < 2:
                 per_chunk[s.hit.chunk.id] = per_chunk.get(s.hit.chunk.id, 0) + 1
                 groups.append((i, []))
     return [Citation(n=n, quote=s.text, source=s.hit.source, start=s.start, end=s.end,

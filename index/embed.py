@@ -115,6 +115,7 @@ class Embedder:
         self._tokenizer = None
         self._model_tokenizer = None
         self._session: Any = None  # None: not opened yet; False: unusable, already logged
+        self._export_checked = False  # prepare() found the export sound in this process
         self._bulk: str | None = None
         self._device_used: str | None = None
         self._last = ""
@@ -192,7 +193,7 @@ class Embedder:
         small first index (which the ONNX path embeds anyway) does not wait for it.
         """
         where = self.onnx_dir
-        if where is not None:
+        if where is not None and not self._export_checked:  # each update calls prepare()
             session, problem, _ = self._open_export(where, thorough=True)
             if session is None:
                 try:
@@ -203,6 +204,7 @@ class Embedder:
             if session is None:
                 log.warning("%s; queries use the reference model", problem)
             self._session = session or False
+            self._export_checked = session is not None
         if measure_bulk and self.backend == "auto" and self._device() == "cpu":
             self._bulk_choice()
 

@@ -150,9 +150,8 @@ class Lexical:
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk for the query (zeros when no word is known)."""
         ids = [self.vocab[t] for t in tokenize(query) if t in self.vocab]
-        n = int(self.bm25.scores["num_docs"])
         if not ids:
-            return np.zeros(n, dtype=np.float32)
+            return np.zeros(self.n_docs, dtype=np.float32)
         return self.bm25.get_scores_from_ids(ids).astype(np.float32, copy=False)
 
     def save(self, folder: Path) -> None:

@@ -23,7 +23,7 @@ from .conversation import Turn, follow_up_query
 from .embed import Embedder
 from .errors import BadQuery, CitebotError, IndexBusy, IndexCorrupt, IndexNotFound
 from .lexical import correct_spelling
-from .records import Answer, Citation, Hit, Source
+from .records import Answer, Chunk, Citation, Hit, Source
 from .retrieve import RetrievalSettings, hybrid_search, search_with_sentences
 from .store import (
     ChunkSentences,
@@ -200,7 +200,7 @@ class Library:
         hits, stored = search_with_sentences(snap, query, qvec, self.settings.answer.passages,
                                              self.settings.retrieval)
         answer = build_answer(query, hits, qvec, stored, self.settings.answer,
-                              encode=self.embedder.encode, lexical=snap.lexical)
+                              lexical=snap.lexical)
         return answer if query == question else replace(answer, question=question)
 
     def _normalise(self, snap: Snapshot, query: str) -> str:
@@ -249,16 +249,11 @@ class Library:
             old = None if rebuild else self._old_snapshot()
             old_sources = old.sources() if old else {}
             kept: dict[str, SourceRows] = {}
-            reuse: dict[str, tuple[np.ndarray, ChunkSentences]] = {}
+            old_chunks = old.all_chunks() if old else []
             if old:
                 by_source: dict[str, list] = {}
-                old_sentences = old.all_sentences()
-                for chunk, blob in old.all_chunks():
+                for chunk, _ in old_chunks:
                     by_source.setdefault(chunk.source_id, []).append(chunk)
-                    sents = old_sentences.get(chunk.id, ChunkSentences((), _no_vectors(blob)))
-                    # Kept relative to the chunk: the same text may start elsewhere next time.
-                    reuse[chunk.hash] = (np.frombuffer(blob, dtype=np.float32),
-                                         sents.shifted(-chunk.start))
                 for sid, src in old_sources.items():
                     kept[sid] = SourceRows(src, old.source_text(sid), by_source.get(sid, []))
             for spec in remove:
@@ -274,16 +269,17 @@ class Library:
                         report.removed.append(kept.pop(sid).source.location)
             new_rows = self._load(specs, kept, report)
             rows = list(kept.values())
-            embeddings, sentences = self._embed(rows, new_rows, reuse, progress, report)
             changed = bool(report.added or report.changed or report.removed) or rebuild \
                 or old is None
             report.chunks_total = sum(len(r.chunks) for r in rows)
             if changed and not rows:  # BM25 (bm25s) cannot build an index of nothing
                 raise CitebotError("that would leave the index with no sources, so it is left "
                                    "as it was; add another source first")
-            if changed:
+            if changed:  # the old vectors are read only when a generation will be written
+                reuse = _reusable(old, old_chunks) if old else {}
+                embeddings, sentences = self._embed(rows, new_rows, reuse, progress, report)
                 folder = write_generation(self.index_dir, self.manifest(), rows, embeddings,
-                                          self.settings.vector_kind, sentences)
+                                          sentences, self.settings.vector_kind)
                 report.generation = folder.name
         report.seconds = time.monotonic() - started
         return report
@@ -401,8 +397,16 @@ class _ChunkProgress:
             self.progress(chunks, self.chunks)
 
 
-def _no_vectors(blob: bytes) -> np.ndarray:
-    return np.zeros((0, len(blob) // 4), dtype=np.float32)
+def _reusable(old: Snapshot, chunks: list[tuple[Chunk, bytes]]
+              ) -> dict[str, tuple[np.ndarray, ChunkSentences]]:
+    """The old index's vectors of each chunk text and of its sentences, by text hash.
+
+    Sentence spans are kept relative to the chunk: the same text may start elsewhere next time.
+    """
+    sentences = old.all_sentences()
+    none = ChunkSentences((), np.zeros((0, old.manifest.dim), dtype=np.float32))
+    return {c.hash: (np.frombuffer(blob, dtype=np.float32),
+                     sentences.get(c.id, none).shifted(-c.start)) for c, blob in chunks}
 
 
 def _same_file(a: Source, b: Source) -> bool:

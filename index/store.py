@@ -267,12 +267,11 @@ class SourceRows:
 
 
 def write_generation(index_dir: Path, manifest: Manifest, rows: list[SourceRows],
-                     embeddings: np.ndarray, vector_kind: str = "auto",
-                     sentences: list[ChunkSentences] | None = None) -> Path:
+                     embeddings: np.ndarray, sentences: list[ChunkSentences],
+                     vector_kind: str = "auto") -> Path:
     """Write a complete new generation and make it the live one; returns its folder.
 
-    embeddings (and sentences, when given) have one entry per chunk, in the order of rows'
-    chunks.
+    embeddings and sentences have one entry per chunk, in the order of rows' chunks.
     """
     index_dir.mkdir(parents=True, exist_ok=True)
     number = _next_number(index_dir)
@@ -297,12 +296,11 @@ def write_generation(index_dir: Path, manifest: Manifest, rows: list[SourceRows]
                 db.execute("INSERT INTO chunks VALUES (?,?,?,?,?,?,?)",
                            (cid, s.id, c.start, c.end, c.text, c.hash,
                             embeddings[cid].astype(np.float32).tobytes()))
-                if sentences is not None:
-                    db.executemany(
-                        "INSERT INTO sentences (chunk_id, start, end, embedding) VALUES (?,?,?,?)",
-                        [(cid, a, b, v.astype(_SENTENCE_DTYPE).tobytes())
-                         for (a, b), v in zip(sentences[cid].spans, sentences[cid].vectors,
-                                              strict=True)])
+                db.executemany(
+                    "INSERT INTO sentences (chunk_id, start, end, embedding) VALUES (?,?,?,?)",
+                    [(cid, a, b, v.astype(_SENTENCE_DTYPE).tobytes())
+                     for (a, b), v in zip(sentences[cid].spans, sentences[cid].vectors,
+                                          strict=True)])
                 texts.append(c.text)
                 cid += 1
         db.executemany("INSERT INTO words VALUES (?,?)", surface_words(texts).items())
