@@ -9,6 +9,7 @@ from pathlib import Path
 from index.answer import AnswerSettings
 from index.embed import BACKENDS, Embedder
 from index.errors import CitebotError
+from index.ingest import is_web_url
 from index.library import Library, Settings
 from index.retrieve import RetrievalSettings
 
@@ -42,7 +43,7 @@ def index_dir(cfg: Config, override: str | None = None) -> Path:
 
 def source_specs(cfg: Config) -> list[str]:
     """The configured sources, resolved against the config file's folder."""
-    return [s if s.startswith(("http://", "https://")) else _rel(cfg.path(s))
+    return [s if is_web_url(s) else _rel(cfg.path(s))
             for s in cfg.index.sources]
 
 
@@ -82,15 +83,15 @@ def make_library(cfg: Config, index_override: str | None = None) -> Library:
     return Library(index_dir(cfg, index_override), embedder_for(cfg), settings_from(cfg))
 
 
-def progress_bar(embedder: Embedder | None = None, desc: str = "embedding"):
+def progress_bar(embedder: Embedder):
     """A tqdm progress callback(done, total) on a terminal; None when stderr is not a TTY.
 
-    With the embedder, also says when this first build will prepare the model's fast paths,
-    which takes about a minute once per machine.
+    Also says when this first build will prepare the model's fast paths, which takes about a
+    minute once per machine.
     """
     if not sys.stderr.isatty():
         return None
-    if embedder is not None and embedder.onnx_dir is not None and not embedder.has_export:
+    if embedder.needs_export:
         print("citebot: preparing the model for this machine (once, about a minute)",
               file=sys.stderr)
     from tqdm import tqdm
@@ -100,7 +101,7 @@ def progress_bar(embedder: Embedder | None = None, desc: str = "embedding"):
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=desc, unit="chunk", file=sys.stderr, leave=False)
+            bar = tqdm(total=total, desc="embedding", unit="chunk", file=sys.stderr, leave=False)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
@@ -114,7 +115,7 @@ def open_library(cfg: Config, index_override: str | None = None, *,
     lib = make_library(cfg, index_override)
     if build_if_missing and not lib.exists():
         specs = source_specs(cfg)
-        if not any(s.startswith(("http://", "https://")) or os.path.exists(s) for s in specs):
+        if not any(is_web_url(s) or os.path.exists(s) for s in specs):
             raise CitebotError(f"no index at {lib.index_dir}, and no configured sources to "
                                f"build one from ({', '.join(specs) or 'none'}): run "
                                "`citebot index build PATH...`")

@@ -7,10 +7,10 @@ import json
 import sqlite3
 import threading
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 from index.records import Answer, Citation, Source
+from index.store import now_iso
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -33,10 +33,6 @@ CREATE TABLE IF NOT EXISTS feedback (
     UNIQUE (answer_id, user_id)    -- a second click changes the vote, it does not add one
 );
 """
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def answer_to_record(answer: Answer) -> str:
@@ -80,7 +76,7 @@ class BotData:
             cur = self._db.execute(
                 "INSERT INTO answers (question, record, user_id, channel_id, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (answer.question, answer_to_record(answer), user_id, channel_id, _now()))
+                (answer.question, answer_to_record(answer), user_id, channel_id, now_iso()))
             return int(cur.lastrowid)
 
     def answer(self, answer_id: int) -> Answer | None:
@@ -102,7 +98,7 @@ class BotData:
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (answer_id, user_id) DO UPDATE SET "
                 "vote = excluded.vote, created_at = excluded.created_at",
                 (answer_id, answer.question, json.dumps(answer.to_json(), ensure_ascii=False),
-                 user_id, vote, _now()))
+                 user_id, vote, now_iso()))
         return True
 
     def feedback(self) -> list[dict]:

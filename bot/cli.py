@@ -249,8 +249,9 @@ def cmd_search(args) -> int:
 
     _one_of(args, args.query, args.queries, "query")
     rows = _read_queries(args.queries) if args.queries else [{"query": args.query}]
-    lib = _library(args)
-    k = args.k or _config(args).retrieval.k
+    cfg = _config(args)
+    lib = _library(args, cfg=cfg)
+    k = args.k or cfg.retrieval.k
     for row, hits in zip(rows, lib.search_many([r["query"] for r in rows], k), strict=True):
         if args.json:
             out = {"query": row["query"], "results": [h.to_json() for h in hits]}

@@ -19,7 +19,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from index.errors import CitebotError, IndexBusy
-from index.library import Library, UpdateReport
+from index.ingest import is_web_url
+from index.library import Library, UpdateReport, path_within
 from index.watch import Watcher, local_specs
 
 from . import discord_render as render
@@ -90,7 +91,7 @@ class Updater:
         return await asyncio.to_thread(self.library.update, specs, prune=prune, wait=False)
 
     def _spec(self, source: str) -> str:
-        if source.startswith(("http://", "https://")):
+        if is_web_url(source):
             return source
         if not source:
             raise CitebotError("give an http(s) URL of an article")
@@ -98,12 +99,10 @@ class Updater:
         # source folders can be added, so /add cannot publish other files of the bot's machine.
         path = Path(source).expanduser()
         path = path if path.is_absolute() else self.base / path
-        real = os.path.realpath(path)
-        roots = [os.path.realpath(s) for s in local_specs(self.specs)]
-        if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
+        if not any(path_within(str(path), root) for root in local_specs(self.specs)):
             raise CitebotError("that is not an http(s) URL, and only files inside the "
                                "configured source folders can be added by path")
-        if not os.path.exists(real):
+        if not os.path.exists(path):
             raise CitebotError("no such file in the source folders")
         return os.path.relpath(path) if not os.path.isabs(source) else str(path)
 

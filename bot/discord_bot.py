@@ -454,9 +454,6 @@ class CitebotBot(commands.Bot):
     async def on_message(self, message: discord.Message) -> None:
         """No prefix commands: the cog treats a mention as a question."""
 
-    async def close(self) -> None:
-        await super().close()
-        self.asker.close()
 
 
 # -- entry point -----------------------------------------------------------------------------------

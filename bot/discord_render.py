@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from index.answer import highlight_spans
+from index.ingest import is_web_url
 from index.records import Answer, Citation, Source
 
 # Discord's limits, in characters (discord.com/developers/docs/resources/message#embed-limits).
@@ -136,7 +137,7 @@ def emphasise(text: str, keywords: Sequence[str], *, line_start: bool = True) ->
 
 def _safe_url(url: str | None) -> str | None:
     """A URL usable as a masked-link target, or None (not http(s), or too long to be worth it)."""
-    if not url or not url.startswith(("http://", "https://")) or len(url) > 512:
+    if not url or not is_web_url(url) or len(url) > 512:
         return None
     for ch, code in ((" ", "%20"), ("(", "%28"), (")", "%29"), ("<", "%3C"), (">", "%3E")):
         url = url.replace(ch, code)

@@ -246,6 +246,12 @@ class Embedder:
         return where is not None and (where / "meta.json").exists()
 
     @property
+    def needs_export(self) -> bool:
+        """Whether prepare() will have to make the export (about a minute, once per machine)."""
+        where = self.onnx_dir
+        return where is not None and not (where / "meta.json").exists()
+
+    @property
     def onnx_dir(self) -> Path | None:
         """The folder of this model's ONNX export in cache_dir (it may not exist yet)."""
         if self.cache_dir is None or not self._fast_ok:

@@ -109,6 +109,11 @@ def load_url(url: str, *, timeout: float = 15.0, max_bytes: int = MAX_BYTES) -> 
                      stem=PurePosixPath(parts.path).stem or parts.hostname)
 
 
+def is_web_url(spec: str) -> bool:
+    """Whether a source spec is an http(s) URL (anything else is a path)."""
+    return spec.startswith(("http://", "https://"))
+
+
 def discover(specs: list[str]) -> list[str]:
     """Expand folders to the supported files they hold (sorted); URLs and files pass through."""
     found: dict[str, None] = {}  # an ordered set

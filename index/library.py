@@ -23,7 +23,7 @@ from .conversation import Turn, follow_up_query
 from .embed import Embedder
 from .errors import BadQuery, CitebotError, IndexBusy, IndexCorrupt, IndexNotFound
 from .lexical import correct_spelling
-from .records import Answer, Chunk, Citation, Hit, Source
+from .records import Answer, Chunk, Hit, Source
 from .retrieve import RetrievalSettings, hybrid_search, search_with_sentences
 from .store import (
     ChunkSentences,
@@ -215,9 +215,6 @@ class Library:
 
         return correct_spelling(query, snap.word_counts, is_word)
 
-    def more(self, answer: Answer) -> tuple[Citation, ...]:
-        return answer.more
-
     # -- updating ------------------------------------------------------------------------
 
     @contextmanager
@@ -300,7 +297,7 @@ class Library:
         named = {os.path.normpath(s) for s in specs}
 
         def skip(spec: str, err: CitebotError) -> None:
-            if os.path.normpath(spec) in named or spec.startswith(("http://", "https://")):
+            if os.path.normpath(spec) in named or ingest.is_web_url(spec):
                 raise err
             report.skipped.append((spec, str(err)))
 
@@ -417,7 +414,7 @@ def _same_file(a: Source, b: Source) -> bool:
 
 def _matching(kept: dict[str, SourceRows], spec: str) -> list[str]:
     """Ids of the sources a remove argument names: id, path, URL, or a folder holding them."""
-    if spec.startswith(("http://", "https://")):
+    if ingest.is_web_url(spec):
         return [sid for sid, r in kept.items() if r.source.url == spec]
     return [sid for sid, r in kept.items()
             if spec == sid or (r.source.path and path_within(r.source.path, spec))]

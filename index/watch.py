@@ -29,7 +29,7 @@ Fingerprint = dict[str, tuple[int, int, int]]
 def local_specs(specs: Sequence[str]) -> list[str]:
     """The files and folders among sources; URLs are not watched (nothing tells us they
     changed), and already indexed ones are kept, since pruning only touches folders."""
-    return [s for s in specs if not s.startswith(("http://", "https://"))]
+    return [s for s in specs if not ingest.is_web_url(s)]
 
 
 def scan(specs: Sequence[str]) -> tuple[Fingerprint, list[str]]:

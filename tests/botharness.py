@@ -61,9 +61,9 @@ def running_bot(fake: FakeDiscord, library: Answerer, settings: DiscordConfig, *
     """
     data_path = Path(settings.data)
     data = BotData(data_path)
+    asker = Asker(library, data, settings)
     fake.start()
     try:
-        asker = Asker(library, data, settings)
         with fake.redirect():
             bot = CitebotBot(asker, settings, updater, guild_ready_timeout=0.2)
             runner = BotThread(bot, fake.token)
@@ -73,5 +73,6 @@ def running_bot(fake: FakeDiscord, library: Answerer, settings: DiscordConfig, *
             finally:
                 runner.stop()
     finally:
+        asker.close()  # whoever makes the asker closes it, as run_bot does
         data.close()
         fake.stop()
