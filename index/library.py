@@ -25,6 +25,7 @@ from .errors import BadQuery, CitebotError, IndexBusy, IndexCorrupt, IndexNotFou
 from .lexical import correct_spelling
 from .records import Answer, Chunk, Hit, Source
 from .retrieve import RetrievalSettings, hybrid_search, search_with_sentences
+from .settings import setting
 from .store import (
     ChunkSentences,
     Manifest,
@@ -35,6 +36,7 @@ from .store import (
     open_snapshot,
     write_generation,
 )
+from .vectors import KINDS
 
 # progress(chunks done, chunks to embed), called as embedding goes on; a chunk counts as done
 # with its sentences.
@@ -45,12 +47,12 @@ Progress = Callable[[int, int], None]
 class Settings:
     """Everything that shapes an index and its answers."""
 
-    target_tokens: int = 128
-    overlap_sentences: int = 1
-    vector_kind: str = "auto"
-    fetch_timeout: float = 15.0
-    fetch_max_bytes: int = 20_000_000
-    max_query_chars: int = 2000
+    target_tokens: int = setting(128, min=8, key="chunking.target_tokens")
+    overlap_sentences: int = setting(1, max=100, key="chunking.overlap_sentences")
+    vector_kind: str = setting("auto", choices=("auto", *KINDS), key="index.vector_kind")
+    fetch_timeout: float = setting(15.0, above=0, max=3600, key="fetch.timeout")
+    fetch_max_bytes: int = setting(20_000_000, min=1, key="fetch.max_bytes")
+    max_query_chars: int = setting(2000, min=1, key="answer.max_question_chars")
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     answer: AnswerSettings = field(default_factory=AnswerSettings)
 
