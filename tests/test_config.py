@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from bot import config as config_module
 from bot.config import SECTIONS, Config, library_settings, load_config
@@ -183,6 +184,14 @@ def test_the_cli_says_which_key_is_wrong_in_one_line(capsys, tmp_path):
 
 
 # -- any value at all: a valid Config or one CitebotError line -----------------------------------
+
+@pytest.fixture(autouse=True, scope="module")
+def _hypothesis_home(tmp_path_factory):
+    """Hypothesis's caches (examples, Unicode tables) in the run's temporary folder, not ./"""
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
+    yield
+    set_hypothesis_home_dir(None)
+
 
 def _toml_string(text: str) -> str:
     out = []
