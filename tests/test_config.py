@@ -3,9 +3,12 @@ at load (type, range, finiteness) with one line naming the key."""
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import math
 import re
+import shutil
+import tempfile
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,12 @@ from index import AnswerSettings, CitebotError, Settings, check_setting, setting
 from .conftest import ROOT, run_cli
 
 EXAMPLE = ROOT / "config.example.toml"
+
+# Hypothesis caches examples and source constants under ./.hypothesis, some of it while pytest
+# collects: a private temporary folder instead, removed when the run ends.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="citebot-hypothesis-")
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 
 
 def _keys():
@@ -184,14 +193,6 @@ def test_the_cli_says_which_key_is_wrong_in_one_line(capsys, tmp_path):
 
 
 # -- any value at all: a valid Config or one CitebotError line -----------------------------------
-
-@pytest.fixture(autouse=True, scope="module")
-def _hypothesis_home(tmp_path_factory):
-    """Hypothesis's caches (examples, Unicode tables) in the run's temporary folder, not ./"""
-    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
-    yield
-    set_hypothesis_home_dir(None)
-
 
 def _toml_string(text: str) -> str:
     out = []
