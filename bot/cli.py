@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from index.errors import CitebotError
+from index import CitebotError
 
 from .config import Config, load_config
 
@@ -193,7 +193,7 @@ def cmd_watch(args) -> int:
 
     example: citebot index watch seeds/ --quiet 5
     """
-    from index.watch import Watcher
+    from index import Watcher
 
     from .app import make_library, source_specs
     from .render import render_report
@@ -290,7 +290,8 @@ def cmd_eval(args) -> int:
     example: citebot eval ../shared/eval/dev_qa.jsonl
              citebot eval questions.jsonl -k 10 --json --plot recall.png
     """
-    from index.evaluate import evaluate, load_questions
+    from index import evaluate_questions as evaluate
+    from index import load_questions
 
     from .eval_render import render_eval, save_plot
 
@@ -315,7 +316,7 @@ def cmd_chat(args) -> int:
     example: citebot chat          (type a question, an empty line or Ctrl-D to leave)
              printf 'what did Trump call Darroch?\\nhow old is he?\\n' | citebot chat --json
     """
-    from index.conversation import ConversationStore
+    from index import ConversationStore
 
     from .chat import run_chat
 

@@ -18,10 +18,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from index.errors import CitebotError, IndexBusy
-from index.ingest import is_web_url
-from index.library import Library, UpdateReport, path_within
-from index.watch import Watcher, local_specs
+from index import (
+    CitebotError,
+    IndexBusy,
+    Library,
+    UpdateReport,
+    Watcher,
+    is_web_url,
+    local_specs,
+    path_within,
+)
 
 from . import discord_render as render
 from .config import Config, DiscordConfig

@@ -24,9 +24,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from index.conversation import ConversationStore, Turn
-from index.errors import CitebotError
-from index.records import Answer, Source
+from index import Answer, CitebotError, ConversationStore, Source, Turn
 
 from . import discord_render as render
 from .app import open_library, source_specs
