@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from index import CitebotError, Embedder, Library, is_web_url
+from index import Embedder, IndexNotFound, Library, is_web_url
 
 from .config import Config, library_settings
 
@@ -91,9 +91,8 @@ def open_library(cfg: Config, index_override: str | None = None, *,
     if build_if_missing and not lib.exists():
         specs = source_specs(cfg)
         if not any(is_web_url(s) or os.path.exists(s) for s in specs):
-            raise CitebotError(f"no index at {lib.index_dir}, and no configured sources to "
-                               f"build one from ({', '.join(specs) or 'none'}): run "
-                               "`citebot index build PATH...`")
+            raise IndexNotFound(f"no index at {lib.index_dir}, and no configured sources to "
+                                f"build one from ({', '.join(specs) or 'none'})")
         print(f"citebot: no index yet, building one from {', '.join(cfg.index.sources)}",
               file=sys.stderr)
         lib.update(specs, progress=progress_bar(lib.embedder))

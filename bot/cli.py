@@ -11,6 +11,7 @@ from collections.abc import Callable
 from index import CitebotError
 
 from .config import Config, load_config
+from .errors_text import for_terminal, terminal_remedy
 
 EPILOG = """examples:
   citebot ask "who defended Darroch?"
@@ -180,7 +181,8 @@ def cmd_check(args) -> int:
     """
     problems = _library(args, build=False).check()
     if problems:
-        print("\n".join(f"citebot: {p}" for p in problems), file=sys.stderr)
+        print("\n".join(f"citebot: {p}" for p in [*problems, terminal_remedy("rebuild")]),
+              file=sys.stderr)
         return 1
     print("index is sound")
     return 0
@@ -342,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except CitebotError as exc:
-        print(f"citebot: error: {exc}", file=sys.stderr)
+        print(f"citebot: error: {for_terminal(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("citebot: interrupted", file=sys.stderr)

@@ -31,6 +31,7 @@ from index import (
 
 from . import discord_render as render
 from .config import Config, DiscordConfig
+from .errors_text import for_members
 
 log = logging.getLogger("citebot.discord")
 
@@ -135,7 +136,7 @@ def _inert(text: str) -> str:
 
 
 def _sentence(exc: CitebotError) -> str:
-    return render.full_stop(_inert(str(exc).rstrip()))
+    return render.full_stop(_inert(for_members(exc).rstrip()))
 
 
 def watch_sources(library: Library, cfg: Config, specs: Sequence[str]) -> Watcher:

@@ -104,8 +104,7 @@ class Library:
         live = current_generation(self.index_dir)
         with self._snap_lock:
             if live is None:
-                raise IndexNotFound(f"no index in {self.index_dir}: "
-                                    f"build one with `citebot index build`")
+                raise IndexNotFound("there is no index yet", path=self.index_dir)
             if self._snap is None or self._snap.folder != live:
                 self._snap = open_snapshot(self.index_dir, self.manifest())
             return self._snap
@@ -129,7 +128,7 @@ class Library:
         try:
             snap = open_snapshot(self.index_dir, self.manifest())
         except CitebotError as exc:
-            return [str(exc), "repair it with `citebot index build --rebuild`"]
+            return [str(exc)]
         problems = []
         m, sources = snap.manifest, snap.sources()
         rows = snap.all_chunks()
@@ -161,8 +160,6 @@ class Library:
                    float(vecs[j] @ snap.embeddings([int(ids[j][0])])[0]) < 0.999
                    for j in range(len(sample))):
                 problems.append("the vector file does not match the chunk rows")
-        if problems:
-            problems.append("repair it with `citebot index build --rebuild`")
         return problems
 
     # -- answering -----------------------------------------------------------------------
