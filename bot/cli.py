@@ -205,7 +205,8 @@ def cmd_watch(args) -> int:
     watcher = Watcher(make_library(cfg, getattr(args, "index", None)),
                       args.sources or source_specs(cfg), quiet=quiet,
                       on_update=lambda r: print(render_report(r), flush=True),
-                      on_error=lambda e: print(f"citebot: {e}", file=sys.stderr, flush=True))
+                      on_error=lambda e: print(f"citebot: {for_terminal(e)}", file=sys.stderr,
+                                             flush=True))
     print(f"citebot: watching {', '.join(watcher.specs) or 'nothing'}; Ctrl-C stops",
           file=sys.stderr, flush=True)
     try:

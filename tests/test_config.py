@@ -55,7 +55,7 @@ def test_config_example_documents_every_key_with_its_default():
         want = getattr(getattr(defaults, section), key)
         doc = f.metadata.get("doc")
         assert key in example[section], (
-            f"{where} is not documented: add `{key} = {want!r}` under [{section}] in "
+            f"{where} is not documented: add `{key} = {_toml_value(want)}` under [{section}] in "
             f"config.example.toml, with a comment" + (f" ({doc})" if doc else ""))
         assert example[section][key] == want, where
         at = next(i for i, ln in enumerate(lines) if ln.startswith(f"{key} ="))
