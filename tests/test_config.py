@@ -157,6 +157,8 @@ BAD = [
     ("conversation", "idle_minutes", "0", "above 0"),
     ("fetch", "timeout", "-inf", "finite"),
     ("index", "dir", '"a\\u0000b"', "NUL"),
+    ("index", "dir", '""', "non-empty"),
+    ("index", "sources", '["seeds", ""]', "non-empty"),
 ]
 
 
@@ -170,6 +172,13 @@ def test_a_bad_value_is_one_line_naming_the_key(tmp_path, section, key, value, s
     message = str(caught.value)
     assert f"config key {section}.{key} should be" in message and says in message, message
     assert "\n" not in message
+
+
+def test_a_bad_token_is_not_repeated(tmp_path):
+    (tmp_path / "c.toml").write_text('[discord]\ntoken = ["MTIz.secret"]\n')
+    with pytest.raises(CitebotError, match="discord.token") as caught:
+        load_config(tmp_path / "c.toml")
+    assert "secret" not in str(caught.value)
 
 
 @pytest.mark.parametrize("text", ["[answer]\nmin_scor = 0.5\n", "[answers]\nmin_score = 0.5\n",
@@ -264,6 +273,7 @@ def _valid(f: dataclasses.Field, hint, value) -> bool:
                 and value > (meta.get("above") if meta.get("above") is not None else -math.inf))
     if hint is str:
         return (type(value) is str and "\x00" not in value
+                and bool(value or f.metadata.get("empty", True))
                 and value in (f.metadata.get("choices") or (value,)))
     return type(value) is hint
 
