@@ -7,11 +7,14 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from index import CitebotError
 
-from .config import Config, load_config
 from .errors_text import for_terminal, terminal_remedy
+
+if TYPE_CHECKING:
+    from .config import Config
 
 EPILOG = """examples:
   citebot ask "who defended Darroch?"
@@ -88,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args) -> Config:
+    from .config import load_config  # loads the library's settings records: not for --help
+
     return load_config(getattr(args, "config", None))
 
 
