@@ -7,11 +7,9 @@ Every key is declared once, as a field with its default and range:
 - the interfaces' keys on the records below ([index], [model], [discord], ...).
 The config's sections are made from both, so a field added to AnswerSettings is an [answer] key
 at once, checked by its type and range when the file is loaded (config.example.toml must then
-document it: tests/test_config.py says so). Adding a key, for example a Discord one:
-
-    max_concurrent: int = setting(2, min=1, max=64)   # in DiscordConfig below
-
-plus its commented line in config.example.toml.
+document it: tests/test_config.py says so). Adding a key is one line on its record, e.g. in
+AnswerSettings, `min_answer_chars: int = setting(0, max=10_000)`, plus its commented line in
+config.example.toml (docs/configuration.md).
 """
 
 from __future__ import annotations
