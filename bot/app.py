@@ -6,35 +6,13 @@ import os
 import sys
 from pathlib import Path
 
-from index.answer import AnswerSettings
-from index.embed import BACKENDS, Embedder
-from index.errors import CitebotError
-from index.ingest import is_web_url
-from index.library import Library, Settings
-from index.retrieve import RetrievalSettings
+from index import Embedder, IndexNotFound, Library, is_web_url
 
-from .config import Config
+from .config import Config, library_settings
 
 # Nothing may download from a model hub at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def settings_from(cfg: Config) -> Settings:
-    return Settings(
-        target_tokens=cfg.chunking.target_tokens,
-        overlap_sentences=cfg.chunking.overlap_sentences,
-        fetch_timeout=cfg.fetch.timeout,
-        fetch_max_bytes=cfg.fetch.max_bytes,
-        max_query_chars=cfg.answer.max_question_chars,
-        retrieval=RetrievalSettings(candidates=cfg.retrieval.candidates,
-                                    dense_weight=cfg.retrieval.dense_weight,
-                                    sentence_weight=cfg.retrieval.sentence_weight,
-                                    correct_spelling=cfg.retrieval.correct_spelling),
-        answer=AnswerSettings(min_score=cfg.answer.min_score, max_unknown=cfg.answer.max_unknown,
-                              number_passages=cfg.answer.number_passages,
-                              max_citations=cfg.answer.max_citations),
-    )
 
 
 def index_dir(cfg: Config, override: str | None = None) -> Path:
@@ -62,9 +40,6 @@ def embedder_for(cfg: Config) -> Embedder:
     cache = cache_dir(cfg)
     key = (cfg.model.name, cfg.model.device, cfg.model.batch_size, cfg.model.backend, cache)
     if key not in _EMBEDDERS:
-        if cfg.model.backend not in BACKENDS:
-            raise CitebotError(f"config key model.backend should be one of {', '.join(BACKENDS)}"
-                               f", not {cfg.model.backend!r}")
         _EMBEDDERS[key] = Embedder(cfg.model.name, device=cfg.model.device,
                                    batch_size=cfg.model.batch_size, backend=cfg.model.backend,
                                    cache_dir=cache)
@@ -80,7 +55,7 @@ def cache_dir(cfg: Config) -> Path:
 
 
 def make_library(cfg: Config, index_override: str | None = None) -> Library:
-    return Library(index_dir(cfg, index_override), embedder_for(cfg), settings_from(cfg))
+    return Library(index_dir(cfg, index_override), embedder_for(cfg), library_settings(cfg))
 
 
 def progress_bar(embedder: Embedder):
@@ -116,9 +91,8 @@ def open_library(cfg: Config, index_override: str | None = None, *,
     if build_if_missing and not lib.exists():
         specs = source_specs(cfg)
         if not any(is_web_url(s) or os.path.exists(s) for s in specs):
-            raise CitebotError(f"no index at {lib.index_dir}, and no configured sources to "
-                               f"build one from ({', '.join(specs) or 'none'}): run "
-                               "`citebot index build PATH...`")
+            raise IndexNotFound(f"no index at {lib.index_dir}, and no configured sources to "
+                                f"build one from ({', '.join(specs) or 'none'})")
         print(f"citebot: no index yet, building one from {', '.join(cfg.index.sources)}",
               file=sys.stderr)
         lib.update(specs, progress=progress_bar(lib.embedder))

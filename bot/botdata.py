@@ -9,8 +9,7 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
-from index.records import Answer, Citation, Source
-from index.store import now_iso
+from index import Answer, Citation, Source, now_iso
 
 SCHEMA_VERSION = 1
 _SCHEMA = """

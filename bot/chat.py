@@ -7,9 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from index.conversation import ConversationStore
-from index.errors import BadQuery
-from index.library import Library
+from index import BadQuery, ConversationStore, Library
 
 from .render import render_answer
 

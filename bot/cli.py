@@ -7,10 +7,14 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from index.errors import CitebotError
+from index import CitebotError
 
-from .config import Config, load_config
+from .errors_text import for_terminal, terminal_remedy
+
+if TYPE_CHECKING:
+    from .config import Config
 
 EPILOG = """examples:
   citebot ask "who defended Darroch?"
@@ -87,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args) -> Config:
+    from .config import load_config  # loads the library's settings records: not for --help
+
     return load_config(getattr(args, "config", None))
 
 
@@ -180,7 +186,8 @@ def cmd_check(args) -> int:
     """
     problems = _library(args, build=False).check()
     if problems:
-        print("\n".join(f"citebot: {p}" for p in problems), file=sys.stderr)
+        print("\n".join(f"citebot: {p}" for p in [*problems, terminal_remedy("rebuild")]),
+              file=sys.stderr)
         return 1
     print("index is sound")
     return 0
@@ -193,7 +200,7 @@ def cmd_watch(args) -> int:
 
     example: citebot index watch seeds/ --quiet 5
     """
-    from index.watch import Watcher
+    from index import Watcher
 
     from .app import make_library, source_specs
     from .render import render_report
@@ -203,7 +210,8 @@ def cmd_watch(args) -> int:
     watcher = Watcher(make_library(cfg, getattr(args, "index", None)),
                       args.sources or source_specs(cfg), quiet=quiet,
                       on_update=lambda r: print(render_report(r), flush=True),
-                      on_error=lambda e: print(f"citebot: {e}", file=sys.stderr, flush=True))
+                      on_error=lambda e: print(f"citebot: {for_terminal(e)}", file=sys.stderr,
+                                             flush=True))
     print(f"citebot: watching {', '.join(watcher.specs) or 'nothing'}; Ctrl-C stops",
           file=sys.stderr, flush=True)
     try:
@@ -290,7 +298,8 @@ def cmd_eval(args) -> int:
     example: citebot eval ../shared/eval/dev_qa.jsonl
              citebot eval questions.jsonl -k 10 --json --plot recall.png
     """
-    from index.evaluate import evaluate, load_questions
+    from index import evaluate_questions as evaluate
+    from index import load_questions
 
     from .eval_render import render_eval, save_plot
 
@@ -315,7 +324,7 @@ def cmd_chat(args) -> int:
     example: citebot chat          (type a question, an empty line or Ctrl-D to leave)
              printf 'what did Trump call Darroch?\\nhow old is he?\\n' | citebot chat --json
     """
-    from index.conversation import ConversationStore
+    from index import ConversationStore
 
     from .chat import run_chat
 
@@ -341,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except CitebotError as exc:
-        print(f"citebot: error: {exc}", file=sys.stderr)
+        print(f"citebot: error: {for_terminal(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("citebot: interrupted", file=sys.stderr)

@@ -18,13 +18,20 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from index.errors import CitebotError, IndexBusy
-from index.ingest import is_web_url
-from index.library import Library, UpdateReport, path_within
-from index.watch import Watcher, local_specs
+from index import (
+    CitebotError,
+    IndexBusy,
+    Library,
+    UpdateReport,
+    Watcher,
+    is_web_url,
+    local_specs,
+    path_within,
+)
 
 from . import discord_render as render
 from .config import Config, DiscordConfig
+from .errors_text import for_members
 
 log = logging.getLogger("citebot.discord")
 
@@ -129,7 +136,7 @@ def _inert(text: str) -> str:
 
 
 def _sentence(exc: CitebotError) -> str:
-    return render.full_stop(_inert(str(exc).rstrip()))
+    return render.full_stop(_inert(for_members(exc).rstrip()))
 
 
 def watch_sources(library: Library, cfg: Config, specs: Sequence[str]) -> Watcher:

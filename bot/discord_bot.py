@@ -24,15 +24,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from index.conversation import ConversationStore, Turn
-from index.errors import CitebotError
-from index.records import Answer, Source
+from index import Answer, CitebotError, ConversationStore, Source, Turn
 
 from . import discord_render as render
 from .app import open_library, source_specs
 from .botdata import BotData
 from .config import Config, ConversationConfig, DiscordConfig
 from .discord_admin import NO_PINGS, AdminCog, Updater, watch_sources
+from .errors_text import for_members, for_terminal
 
 log = logging.getLogger("citebot.discord")
 
@@ -273,7 +272,7 @@ class Asker:
 
 
 def sorry(exc: CitebotError) -> str:
-    return f"Sorry, I can't answer that: {render.full_stop(str(exc).rstrip())}"
+    return f"Sorry, I can't answer that: {render.full_stop(for_members(exc).rstrip())}"
 
 
 def mention_question(content: str, bot_id: int, role_ids: tuple[int, ...] = (),
@@ -499,7 +498,7 @@ def run_bot(cfg: Config, index_override: str | None = None) -> int:
     try:
         library = open_library(cfg, index_override)
     except CitebotError as exc:
-        print(f"citebot bot: {exc}", file=sys.stderr)
+        print(f"citebot bot: {for_terminal(exc)}", file=sys.stderr)
         return 1
     data = BotData(cfg.path(cfg.discord.data))
     asker = Asker(library, data, cfg.discord, cfg.conversation)

@@ -12,9 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
-from index.answer import highlight_spans
-from index.ingest import is_web_url
-from index.records import Answer, Citation, Source
+from index import Answer, Citation, Source, highlight_spans, is_web_url
 
 # Discord's limits, in characters (discord.com/developers/docs/resources/message#embed-limits).
 CONTENT = 2000

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from index.errors import CitebotError
-from index.evaluate import CURVE_DEPTH, EvalReport
+from index import CURVE_DEPTH, CitebotError, EvalReport
 
 
 def _pct(x: float | None) -> str:

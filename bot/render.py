@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from index.answer import highlight_spans
-from index.library import UpdateReport
-from index.records import Answer, Hit, Source
+from index import Answer, Hit, Source, UpdateReport, highlight_spans
 
 BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
 

@@ -14,6 +14,7 @@ import numpy as np
 from .chunk import answer_units
 from .lexical import Lexical, tokenize
 from .records import Answer, Citation, Hit, Source
+from .settings import setting
 from .store import ChunkSentences
 
 NOT_FOUND = "I could not find that in the sources."
@@ -24,16 +25,16 @@ _WORDS = re.compile(r"\w+")
 class AnswerSettings:
     """Thresholds and sizes of an answer."""
 
-    min_score: float = 0.5
-    max_citations: int = 5
-    more_citations: int = 5
-    passages: int = 20
-    answer_sentences: int = 2
-    duplicate_overlap: float = 0.5
-    duplicate_similarity: float = 0.85
-    quote_similarity: float = 0.5
+    min_score: float = setting(0.5, min=-1, max=1)
+    max_citations: int = setting(5, min=1, max=100)
+    more_citations: int = setting(5, max=100)
+    passages: int = setting(20, min=1, max=1000)
+    answer_sentences: int = setting(2, min=1, max=100)
+    duplicate_overlap: float = setting(0.5, max=1)
+    duplicate_similarity: float = setting(0.85, max=1)
+    quote_similarity: float = setting(0.5, max=1)
     max_unknown: float = 0.55
-    number_passages: int = 10
+    number_passages: int = setting(10, max=1000)
 
 
 @dataclass

@@ -164,4 +164,4 @@ class Lexical:
         try:
             return cls(bm25s.BM25.load(str(folder), mmap=False, show_progress=False))
         except Exception as exc:  # bm25s raises plain OSError/ValueError/JSON errors on damage
-            raise IndexCorrupt(f"the BM25 files in {folder} are damaged") from exc
+            raise IndexCorrupt("the BM25 files are damaged", path=folder) from exc

@@ -25,6 +25,7 @@ from .errors import BadQuery, CitebotError, IndexBusy, IndexCorrupt, IndexNotFou
 from .lexical import correct_spelling
 from .records import Answer, Chunk, Hit, Source
 from .retrieve import RetrievalSettings, hybrid_search, search_with_sentences
+from .settings import setting
 from .store import (
     ChunkSentences,
     Manifest,
@@ -35,6 +36,7 @@ from .store import (
     open_snapshot,
     write_generation,
 )
+from .vectors import KINDS
 
 # progress(chunks done, chunks to embed), called as embedding goes on; a chunk counts as done
 # with its sentences.
@@ -45,12 +47,12 @@ Progress = Callable[[int, int], None]
 class Settings:
     """Everything that shapes an index and its answers."""
 
-    target_tokens: int = 128
-    overlap_sentences: int = 1
-    vector_kind: str = "auto"
-    fetch_timeout: float = 15.0
-    fetch_max_bytes: int = 20_000_000
-    max_query_chars: int = 2000
+    target_tokens: int = setting(128, min=8, key="chunking.target_tokens")
+    overlap_sentences: int = setting(1, max=100, key="chunking.overlap_sentences")
+    vector_kind: str = setting("auto", choices=("auto", *KINDS), key="index.vector_kind")
+    fetch_timeout: float = setting(15.0, above=0, max=3600, key="fetch.timeout")
+    fetch_max_bytes: int = setting(20_000_000, min=1, key="fetch.max_bytes")
+    max_query_chars: int = setting(2000, min=1, key="answer.max_question_chars")
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     answer: AnswerSettings = field(default_factory=AnswerSettings)
 
@@ -102,8 +104,7 @@ class Library:
         live = current_generation(self.index_dir)
         with self._snap_lock:
             if live is None:
-                raise IndexNotFound(f"no index in {self.index_dir}: "
-                                    f"build one with `citebot index build`")
+                raise IndexNotFound("there is no index yet", path=self.index_dir)
             if self._snap is None or self._snap.folder != live:
                 self._snap = open_snapshot(self.index_dir, self.manifest())
             return self._snap
@@ -127,7 +128,7 @@ class Library:
         try:
             snap = open_snapshot(self.index_dir, self.manifest())
         except CitebotError as exc:
-            return [str(exc), "repair it with `citebot index build --rebuild`"]
+            return [str(exc)]
         problems = []
         m, sources = snap.manifest, snap.sources()
         rows = snap.all_chunks()
@@ -159,8 +160,6 @@ class Library:
                    float(vecs[j] @ snap.embeddings([int(ids[j][0])])[0]) < 0.999
                    for j in range(len(sample))):
                 problems.append("the vector file does not match the chunk rows")
-        if problems:
-            problems.append("repair it with `citebot index build --rebuild`")
         return problems
 
     # -- answering -----------------------------------------------------------------------

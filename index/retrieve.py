@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .records import Hit
+from .settings import setting
 from .store import ChunkSentences, Snapshot
 
 
@@ -22,8 +23,8 @@ class RetrievalSettings:
         correct_spelling: search misspelt question words as the indexed word one edit away.
     """
 
-    candidates: int = 50
-    dense_weight: float = 0.6
+    candidates: int = setting(50, min=1, max=10_000)
+    dense_weight: float = setting(0.6, max=1)
     sentence_weight: float = 0.7
     correct_spelling: bool = True
 

@@ -93,13 +93,13 @@ class Manifest:
         """Raise ModelMismatch naming the first setting that differs."""
         if self.format_version != FORMAT_VERSION:
             raise ModelMismatch(f"the index has format version {self.format_version}, this "
-                                f"citebot writes {FORMAT_VERSION}: rebuild it with --rebuild")
+                                f"citebot writes {FORMAT_VERSION}")
         mine, theirs = self.settings(), expected.settings()
         for key, value in mine.items():
             if theirs[key] != value:
                 raise ModelMismatch(
                     f"the index was built with {key}={value!r} but {theirs[key]!r} is "
-                    f"configured: rebuild it with `citebot index build --rebuild`")
+                    "configured")
 
 
 def now_iso() -> str:
@@ -113,9 +113,9 @@ def current_generation(index_dir: Path) -> Path | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise IndexCorrupt(f"cannot read {index_dir / 'CURRENT'}: {exc.strerror}") from exc
+        raise IndexCorrupt(f"cannot read CURRENT: {exc.strerror}", path=index_dir) from exc
     if not name.startswith("gen-") or "/" in name:
-        raise IndexCorrupt(f"{index_dir / 'CURRENT'} is damaged")
+        raise IndexCorrupt("the index's CURRENT file is damaged", path=index_dir)
     return index_dir / name
 
 
@@ -129,24 +129,24 @@ class Snapshot:
             data = json.loads((folder / "manifest.json").read_text())
             self.manifest = Manifest(**data)
         except FileNotFoundError as exc:
-            raise IndexCorrupt(f"{folder} has no manifest: rebuild with --rebuild") from exc
+            raise IndexCorrupt("the index has no manifest", path=folder) from exc
         except (ValueError, TypeError) as exc:
-            raise IndexCorrupt(f"the manifest in {folder} is damaged: rebuild with --rebuild") \
+            raise IndexCorrupt("the index's manifest is damaged", path=folder) \
                 from exc
         db_path = folder / "index.sqlite"
         if not db_path.exists():
-            raise IndexCorrupt(f"{db_path} is missing: rebuild with --rebuild")
+            raise IndexCorrupt("the index database is missing", path=db_path)
         try:
             self.db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True,
                                       check_same_thread=False)
             self.db.execute("SELECT count(*) FROM chunks").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise IndexCorrupt(f"{db_path} is damaged: rebuild with --rebuild") from exc
+            raise IndexCorrupt("the index database is damaged", path=db_path) from exc
         try:
             self.vectors = VectorIndex.load(folder / "vectors.faiss", self.manifest.vector_kind)
             self.lexical = Lexical.load(folder / "bm25")
         except IndexCorrupt as exc:
-            raise IndexCorrupt(f"{exc}: rebuild with `citebot index build --rebuild`") from exc
+            raise IndexCorrupt(str(exc), path=exc.path or folder) from exc
         self._sources: dict[str, Source] | None = None
 
     @property
@@ -158,8 +158,8 @@ class Snapshot:
             try:
                 return self.db.execute(sql, args).fetchall()
             except sqlite3.DatabaseError as exc:
-                raise IndexCorrupt(f"{self.folder / 'index.sqlite'} is damaged: "
-                                   f"rebuild with --rebuild") from exc
+                raise IndexCorrupt("the index database is damaged",
+                                   path=self.folder / "index.sqlite") from exc
 
     def sources(self) -> dict[str, Source]:
         """Every source by id, with its chunk count."""
@@ -247,10 +247,10 @@ def open_snapshot(index_dir: Path, expected: Manifest | None = None) -> Snapshot
     """Open the live generation, refusing one built with other settings."""
     folder = current_generation(index_dir)
     if folder is None:
-        raise IndexNotFound(f"no index in {index_dir}: build one with `citebot index build`")
+        raise IndexNotFound("there is no index yet", path=index_dir)
     if not folder.is_dir():
-        raise IndexCorrupt(f"{index_dir / 'CURRENT'} names a missing generation: "
-                           f"rebuild with `citebot index build --rebuild`")
+        raise IndexCorrupt("the index's CURRENT file names a missing generation",
+                           path=index_dir)
     snap = Snapshot(folder)
     if expected is not None:
         snap.manifest.check_compatible(expected)

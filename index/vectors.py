@@ -221,10 +221,10 @@ class VectorIndex:
         try:
             index = faiss.read_index(str(path), flags)
         except Exception as exc:  # FAISS raises RuntimeError with C++ text on any damage
-            raise IndexCorrupt(f"the vector file {path} is damaged") from exc
+            raise IndexCorrupt("the vector file is damaged", path=path) from exc
         found = _kind_of(index)
         if found != kind:
             raise IndexCorrupt(
-                f"the vector file {path} holds a {found or 'foreign'} index, not a {kind} one")
+                f"the vector file holds a {found or 'foreign'} index, not a {kind} one", path=path)
         _tune(index, kind)
         return cls(index, kind)

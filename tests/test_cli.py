@@ -214,28 +214,3 @@ def test_the_same_quote_in_two_articles_is_one_citation(capsys, seeds_index):
             assert other["id"] != c["source"]["id"]
             assert "friends speak frankly" in texts[other["path"].rsplit("/", 1)[-1]].lower()
 
-
-def test_config_example_documents_every_key_with_its_default():
-    """config.example.toml is the reference for the config: every key of every section, each
-    at the value citebot uses when the key is left out, and each with a comment above it."""
-    import dataclasses
-    import tomllib
-
-    from bot.config import Config
-
-    path = ROOT / "config.example.toml"
-    example = tomllib.loads(path.read_text(encoding="utf-8"))
-    lines = path.read_text(encoding="utf-8").splitlines()
-    defaults = Config()
-    for section in dataclasses.fields(Config):
-        want = getattr(defaults, section.name)
-        if not dataclasses.is_dataclass(want):
-            continue
-        for key in dataclasses.fields(want):
-            where = f"[{section.name}] {key.name}"
-            assert key.name in example.get(section.name, {}), f"{where} is not documented"
-            assert example[section.name][key.name] == getattr(want, key.name), where
-            at = next(i for i, ln in enumerate(lines) if ln.startswith(f"{key.name} ="))
-            while re.match(r"\w+ =", lines[at - 1]):  # keys grouped under one comment
-                at -= 1
-            assert lines[at - 1].startswith("#"), f"{where} has no comment"

@@ -59,15 +59,16 @@ def test_an_index_made_otherwise_is_refused_with_a_rebuild_hint(index_copy, seed
     if made == "other-settings":
         lib = Library(index_copy, seeds_library.embedder,
                       replace(seeds_library.settings, target_tokens=64))
-        hint = "target_tokens.*--rebuild"
+        hint = "target_tokens"
     else:
         manifest = current_generation(index_copy) / "manifest.json"
         data = json.loads(manifest.read_text())
         manifest.write_text(json.dumps({**data, "format_version": 1}))
         lib = library(index_copy, seeds_library)
-        hint = "format version 1.*--rebuild"
-    with pytest.raises(ModelMismatch, match=hint):
+        hint = "format version 1"
+    with pytest.raises(ModelMismatch, match=hint) as caught:
         lib.search("who defended Darroch?")
+    assert caught.value.remedy == "rebuild" and "--rebuild" not in str(caught.value)
 
 
 def test_bad_source_leaves_the_index_as_it_was(tmp_path, index_copy, seeds_library):
@@ -93,10 +94,10 @@ def test_damaged_index_is_a_named_error_and_check_says_rebuild(index_copy, seeds
     else:
         (index_copy / "CURRENT").write_text("gen-999999\n")
     lib = library(index_copy, seeds_library)
-    with pytest.raises(IndexCorrupt):
+    with pytest.raises(IndexCorrupt) as caught:
         lib.search("who resigned?")
-    problems = lib.check()
-    assert problems and "--rebuild" in problems[-1]
+    assert caught.value.remedy == "rebuild" and str(index_copy) not in str(caught.value)
+    assert lib.check()
     lib.update([str(SEEDS)], rebuild=True)
     assert lib.check() == [] and lib.search("who resigned?")
 
