@@ -25,6 +25,7 @@ from index.watch import Watcher, local_specs
 
 from . import discord_render as render
 from .config import Config, DiscordConfig
+from .discord_errors import member_error_text
 
 log = logging.getLogger("citebot.discord")
 
@@ -58,7 +59,7 @@ class Updater:
         except IndexBusy:
             return UPDATE_RUNNING
         except CitebotError as exc:
-            return f"Re-indexing stopped: {_sentence(exc)} The index is as it was."
+            return f"Re-indexing stopped: {member_error_text(exc)} The index is as it was."
         except Exception:  # the admin must hear back whatever broke; the log has the traceback
             log.exception("/reindex failed")
             return OOPS
@@ -73,7 +74,7 @@ class Updater:
         except IndexBusy:
             return UPDATE_RUNNING
         except CitebotError as exc:
-            return f"I couldn't add {_inert(source)}: {_sentence(exc)}"
+            return f"I couldn't add {_inert(source)}: {member_error_text(exc)}"
         except Exception:
             log.exception("/add %r failed", source)
             return OOPS
@@ -126,10 +127,6 @@ def summary(done: str, r: UpdateReport) -> str:
 
 def _inert(text: str) -> str:
     return render.escape(render.clip(text, 200), line_start=False)
-
-
-def _sentence(exc: CitebotError) -> str:
-    return render.full_stop(_inert(str(exc).rstrip()))
 
 
 def watch_sources(library: Library, cfg: Config, specs: Sequence[str]) -> Watcher:

@@ -12,17 +12,21 @@ down in the right order, so each user does not repeat it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot import discord_render as render
+from bot.asker import Answerer, Asker
 from bot.botdata import BotData
 from bot.config import DiscordConfig
 from bot.discord_admin import Updater
-from bot.discord_bot import Answerer, Asker, CitebotBot
+from bot.discord_bot import CitebotBot
+from index.records import Answer, Citation, Source
 
-from .fakediscord import BotThread, FakeDiscord, Request
+from .fakediscord import BotThread, FakeDiscord, Request, invalid_message
 
 
 @dataclass
@@ -76,3 +80,28 @@ def running_bot(fake: FakeDiscord, library: Answerer, settings: DiscordConfig, *
         asker.close()  # whoever makes the asker closes it, as run_bot does
         data.close()
         fake.stop()
+
+
+# -- looking at what the bot sent ---------------------------------------------------------------
+
+def plain(markdown: str) -> str:
+    """What Discord shows for the bot's markdown: escapes resolved, bold markers gone."""
+    return re.sub(r"\\(.)", r"\1", markdown.replace("**", "")).replace("\u200b", "")
+
+
+def huge_answer(question: str = "huge " * 3000) -> Answer:
+    def source(i: int) -> Source:
+        return Source(id=f"s{i}", title="A very long title " * 80 + str(i),
+                      url="https://example.com/" + "a" * 3000, publisher="Publisher " * 100)
+
+    cites = tuple(Citation(n=i + 1, quote="word " * 2000 + "@everyone **x** [y](https://e.x)",
+                           source=source(i), start=0, end=10,
+                           also_in=tuple(source(j) for j in range(40))) for i in range(30))
+    return Answer(question=question, answered=True,
+                  answer="This sentence names Darroch and runs on. " * 2000,
+                  citations=cites, keywords=("darroch",), more=cites)
+
+
+def assert_fits(embed: dict) -> None:
+    assert invalid_message({"embeds": [embed]}) is None, invalid_message({"embeds": [embed]})
+    assert render.embed_chars(embed) <= render.EMBED_TOTAL
