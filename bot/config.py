@@ -68,7 +68,9 @@ class DiscordConfig:
     cooldown_seconds: float = 30.0
     admin_roles: list[str] = field(default_factory=list)
     max_concurrent: int = 2
-    data: str = ".citebot/bot.sqlite"
+    data: str = ".citebot/bot.sqlite"  # or a postgresql:// URL shared by several bot processes
+    shard_count: int = 0  # 0: one gateway connection; N: this process runs shard_ids of N
+    shard_ids: list[int] = field(default_factory=list)  # empty: all N shards
 
 
 @dataclass

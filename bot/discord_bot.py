@@ -24,7 +24,7 @@ from index.records import Source
 from . import discord_render as render
 from .app import open_library, source_specs
 from .asker import EXPIRED, OOPS, Asker, Place, Reply, mention_question
-from .botdata import BotData
+from .botdata import open_bot_data
 from .config import Config, DiscordConfig
 from .discord_admin import NO_PINGS, AdminCog, Updater, watch_sources
 
@@ -196,6 +196,8 @@ class CitebotBot(commands.Bot):
         guild = discord.Object(self.settings.guild_id) if self.settings.guild_id else None
         if guild:
             self.tree.copy_global_to(guild=guild)
+        if not syncs_commands(self.settings):
+            return
         try:
             await self.tree.sync(guild=guild)
         except discord.HTTPException as exc:  # mentions still work without slash commands
@@ -205,6 +207,37 @@ class CitebotBot(commands.Bot):
     async def on_message(self, message: discord.Message) -> None:
         """No prefix commands: the cog treats a mention as a question."""
 
+
+class ShardedCitebotBot(CitebotBot, commands.AutoShardedBot):
+    """The same client on shards: one gateway connection per shard of this process's range."""
+
+
+def make_bot(asker: Asker, settings: DiscordConfig, updater: Updater | None = None,
+             **options: Any) -> CitebotBot:
+    """The client settings ask for: one gateway connection, or shard_ids of shard_count."""
+    if not settings.shard_count and not settings.shard_ids:
+        return CitebotBot(asker, settings, updater, **options)
+    return ShardedCitebotBot(asker, settings, updater, shard_count=settings.shard_count,
+                             shard_ids=check_shards(settings) or None, **options)
+
+
+def check_shards(settings: DiscordConfig) -> list[int]:
+    """The configured shard ids, checked against shard_count (CitebotError if they do not fit)."""
+    count, ids = settings.shard_count, list(settings.shard_ids)
+    if count < 1:
+        raise CitebotError("config key discord.shard_ids needs discord.shard_count, the number "
+                           "of shards over all the bot's processes")
+    wrong = [i for i in ids if not isinstance(i, int) or not 0 <= i < count]
+    if wrong or len(set(ids)) != len(ids):
+        raise CitebotError(f"config key discord.shard_ids should list different shards from 0 "
+                           f"to {count - 1} (discord.shard_count is {count}), not {ids}")
+    return ids
+
+
+def syncs_commands(settings: DiscordConfig) -> bool:
+    """Whether this process registers the slash commands: with shards, the one running shard 0
+    does it for all (they are the same everywhere; one sync spares Discord's rate limit)."""
+    return not settings.shard_count or not settings.shard_ids or 0 in settings.shard_ids
 
 
 # -- entry point -----------------------------------------------------------------------------------
@@ -248,17 +281,19 @@ def run_bot(cfg: Config, index_override: str | None = None) -> int:
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if cfg.discord.shard_count or cfg.discord.shard_ids:
+            check_shards(cfg.discord)
         library = open_library(cfg, index_override)
+        data = open_bot_data(cfg.discord.data, cfg.base_dir)
     except CitebotError as exc:
         print(f"citebot bot: {exc}", file=sys.stderr)
         return 1
-    data = BotData(cfg.path(cfg.discord.data))
     asker = Asker(library, data, cfg.discord, cfg.conversation)
     specs = source_specs(cfg)
     updater = Updater(library, specs, cfg.discord, base=cfg.base_dir)
     watcher = watch_sources(library, cfg, specs) if cfg.index.watch else None
     try:
-        return asyncio.run(serve(CitebotBot(asker, cfg.discord, updater), token))
+        return asyncio.run(serve(make_bot(asker, cfg.discord, updater), token))
     finally:
         if watcher:
             watcher.stop()

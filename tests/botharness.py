@@ -18,12 +18,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from bot import discord_render as render
 from bot.asker import Answerer, Asker
-from bot.botdata import BotData
+from bot.botdata import BotData, open_bot_data
 from bot.config import DiscordConfig
 from bot.discord_admin import Updater
-from bot.discord_bot import CitebotBot
+from bot.discord_bot import CitebotBot, make_bot
 from index.records import Answer, Citation, Source
 
 from .fakediscord import BotThread, FakeDiscord, Request, invalid_message
@@ -36,7 +38,8 @@ class RunningBot:
     fake: FakeDiscord
     bot: CitebotBot
     asker: Asker
-    data_path: Path
+    data: BotData
+    data_path: Path  # settings.data when it is a SQLite file
 
     def user(self) -> int:
         """A new user id, so the per-user cooldown never carries over between tests."""
@@ -60,26 +63,47 @@ def running_bot(fake: FakeDiscord, library: Answerer, settings: DiscordConfig, *
                 updater: Updater | None = None) -> Iterator[RunningBot]:
     """Start fake, run the bot against it with its data at settings.data; stop both after.
 
+    settings.shard_count and shard_ids make it a sharded client, as in `citebot bot`.
+
     The fake is passed in unstarted rather than made here because settings usually name its
     ids (guild_id, allowed_channels), which exist as soon as it is constructed.
     """
     data_path = Path(settings.data)
-    data = BotData(data_path)
+    data = open_bot_data(settings.data)
     asker = Asker(library, data, settings)
     fake.start()
     try:
         with fake.redirect():
-            bot = CitebotBot(asker, settings, updater, guild_ready_timeout=0.2)
+            bot = make_bot(asker, settings, updater, guild_ready_timeout=0.2)
             runner = BotThread(bot, fake.token)
             try:
                 runner.start()
-                yield RunningBot(fake, bot, asker, data_path)
+                yield RunningBot(fake, bot, asker, data, data_path)
             finally:
                 runner.stop()
     finally:
         asker.close()  # whoever makes the asker closes it, as run_bot does
         data.close()
         fake.stop()
+
+
+@contextmanager
+def postgres(folder: Path) -> Iterator[str]:
+    """A real PostgreSQL server (pgserver's PostgreSQL 16) with its files in folder, for as
+    long as the block runs; its postgresql:// URL. Skips the test without the postgres extra."""
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    # pgserver keeps a lock file in the user's runtime folder, chosen when it is first imported:
+    # make that the test's folder, so nothing is left outside it.
+    runtime = folder / "run"
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)  # the XDG spec's mode, or ignored
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_RUNTIME_DIR", str(runtime))
+        pgserver = pytest.importorskip("pgserver", reason="the postgres extra is not installed")
+    server = pgserver.get_server(folder / "pgdata", cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
 
 
 # -- looking at what the bot sent ---------------------------------------------------------------
