@@ -12,7 +12,10 @@ down in the right order, so each user does not repeat it.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from bot.discord_admin import Updater
 from bot.discord_bot import CitebotBot, make_bot
 from index.records import Answer, Citation, Source
 
+from .conftest import ROOT
 from .fakediscord import BotThread, FakeDiscord, Request, invalid_message
 
 
@@ -87,6 +91,33 @@ def running_bot(fake: FakeDiscord, library: Answerer, settings: DiscordConfig, *
         fake.stop()
 
 
+def bot_process(fake: FakeDiscord, config: Path, log: Path) -> subprocess.Popen:
+    """A real `citebot --config CONFIG bot` process talking to fake (its stderr to log).
+
+    Only discord.py's two addresses are changed, by `python -m tests.botharness`, before the
+    CLI runs; everything else is the installed entry point's code.
+    """
+    env = {**os.environ, "DISCORD_TOKEN": fake.token, "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.botharness", fake.base_url, fake.gateway_url + "/",
+             "--config", str(config), "bot"],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m tests.botharness REST_URL GATEWAY_URL CITEBOT_ARGS...`: citebot's CLI with
+    discord.py pointed at a fake Discord (what FakeDiscord.redirect does in-process)."""
+    import yarl
+    from discord.gateway import DiscordWebSocket
+    from discord.http import Route
+
+    from bot.cli import main
+
+    Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = argv[0], yarl.URL(argv[1])
+    return main(argv[2:])
+
+
 @contextmanager
 def postgres(folder: Path) -> Iterator[str]:
     """A real PostgreSQL server (pgserver's PostgreSQL 16) with its files in folder, for as
@@ -129,3 +160,7 @@ def huge_answer(question: str = "huge " * 3000) -> Answer:
 def assert_fits(embed: dict) -> None:
     assert invalid_message({"embeds": [embed]}) is None, invalid_message({"embeds": [embed]})
     assert render.embed_chars(embed) <= render.EMBED_TOTAL
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
