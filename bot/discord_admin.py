@@ -25,7 +25,7 @@ from index.watch import Watcher, local_specs
 
 from . import discord_render as render
 from .config import Config, DiscordConfig
-from .discord_errors import member_error_text
+from .discord_errors import member_error_text, member_text
 
 log = logging.getLogger("citebot.discord")
 
@@ -80,7 +80,7 @@ class Updater:
             return OOPS
         if report.duplicates:
             new, twin = report.duplicates[0]
-            return (f"Not added: {_inert(new)} has the same text as {_inert(twin)}, which is "
+            return (f"Not added: {_shown(new)} has the same text as {_shown(twin)}, which is "
                     f"already indexed.")
         if not report.wrote:
             return f"{_inert(source)} is already indexed and has not changed."
@@ -119,14 +119,19 @@ def summary(done: str, r: UpdateReport) -> str:
     for kind, names in (("Added", r.added), ("Changed", r.changed), ("Removed", r.removed)):
         if names:
             more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
-            lines.append(f"{kind}: {', '.join(_inert(n) for n in names[:SHOWN])}{more}")
-    lines += [f"Skipped {_inert(a)}: same text as {_inert(b)}" for a, b in r.duplicates[:SHOWN]]
-    lines += [f"Skipped: {_inert(why)}" for _, why in r.skipped[:SHOWN]]
+            lines.append(f"{kind}: {', '.join(_shown(n) for n in names[:SHOWN])}{more}")
+    lines += [f"Skipped {_shown(a)}: same text as {_shown(b)}" for a, b in r.duplicates[:SHOWN]]
+    lines += [f"Skipped: {member_text(why)}" for _, why in r.skipped[:SHOWN]]
     return render.notice("\n".join(lines))
 
 
 def _inert(text: str) -> str:
     return render.escape(render.clip(text, 200), line_start=False)
+
+
+def _shown(source: str) -> str:
+    """A source as members see it: a URL whole, a file by its name (not the server's path)."""
+    return _inert(source if is_web_url(source) else os.path.basename(source))
 
 
 def watch_sources(library: Library, cfg: Config, specs: Sequence[str]) -> Watcher:

@@ -3,11 +3,14 @@
 The library's messages are written for whoever runs citebot ("run `citebot index build
 --rebuild`", "/srv/citebot/index is damaged"); a channel member can do nothing with that and
 should not learn the host's folders. Every error text the bot sends goes through
-`member_error_text`, so that how errors read in Discord is decided here, once.
+`member_error_text` (or `member_text` for a reason that is already a string), so that how
+errors read in Discord is decided here, once. A server path is cut to its last part: "x.pdf is
+an encrypted PDF" still says which file.
 """
 
 from __future__ import annotations
 
+import os
 import re
 
 from index.errors import CitebotError, IndexBusy, IndexCorrupt, IndexNotFound, ModelMismatch
@@ -33,7 +36,14 @@ def member_error_text(exc: BaseException) -> str:
         return render.full_stop(UPDATING)
     if not isinstance(exc, CitebotError):
         return render.full_stop(UNKNOWN)
-    text = _PATH.sub("a file on the server", _REBUILD_FLAG.sub("", _COMMAND.sub("", str(exc))))
+    return member_text(str(exc))
+
+
+def member_text(reason: str) -> str:
+    """A library's reason for a member: commands dropped, paths cut to their last part, escaped,
+    as one sentence."""
+    text = _REBUILD_FLAG.sub("", _COMMAND.sub("", reason))
+    text = _PATH.sub(lambda m: os.path.basename(m.group().rstrip("/")) or "the server", text)
     text = " ".join(text.split()).rstrip(" :;,")
     if not text:
         return render.full_stop(UNKNOWN)

@@ -34,13 +34,13 @@ def test_a_broken_index_asks_for_an_admin(exc):
     (BadQuery("the question is 5,000 characters long; the limit is 2,000"),
      "the question is 5,000 characters long", ()),
     (SourceUnreadable("/home/bot/articles/x.txt is not UTF-8 text"),
-     "a file on the server is not UTF-8 text", ("/home",)),
+     "x.txt is not UTF-8 text", ("/home", "articles")),
     (SourceUnreadable("https://news.example/a/b.html: HTTP 404 Not Found"),
      "https://news.example/a/b.html: HTTP 404 Not Found", ()),
     (CitebotError("~/citebot/seeds: no such file or folder; run `citebot index build PATH`"),
-     "a file on the server: no such file or folder", ("~/", "`")),
-    (CitebotError("the manifest in ./index/gen-1 is damaged: rebuild with --rebuild"),
-     "the manifest in a file on the server is damaged", ("--rebuild", "./")),
+     "seeds: no such file or folder", ("~/", "`", "citebot")),
+    (CitebotError("the manifest in ./index/gen-1/ is damaged: rebuild with --rebuild"),
+     "the manifest in gen-1 is damaged", ("--rebuild", "./", "index/")),
 ])
 def test_other_errors_keep_their_reason_but_lose_commands_and_paths(exc, kept, gone):
     text = member_error_text(exc)
