@@ -97,3 +97,18 @@ def test_postgresql_without_the_extra_says_how_to_install_it(monkeypatch):
     monkeypatch.delitem(sys.modules, "bot.botdata_pg", raising=False)
     with pytest.raises(CitebotError, match=r"pip install 'citebot\[postgres\]'"):
         open_bot_data("postgresql://bot@db.example/citebot")
+
+
+def test_the_bot_data_benchmark_runs(tmp_path, monkeypatch):
+    from bench import botdata
+
+    (tmp_path / "run").mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))  # pgserver's lock file
+    from bench.common import parse_table
+
+    text = botdata.main(["--smoke", "--out", str(tmp_path / "botdata.md")])
+    rows = parse_table(text)
+    assert rows[0]["backend"].startswith("SQLite") and len(rows) == 2
+    for row in rows:
+        if row["answer ms"] != "n/a":
+            assert 0 < float(row["answer ms"]) and 0 < float(row["save_answer ms"]), row
