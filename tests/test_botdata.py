@@ -112,3 +112,12 @@ def test_the_bot_data_benchmark_runs(tmp_path, monkeypatch):
     for row in rows:
         if row["answer ms"] != "n/a":
             assert 0 < float(row["answer ms"]) and 0 < float(row["save_answer ms"]), row
+
+
+def test_an_unreachable_postgresql_is_one_line_without_the_password():
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    with pytest.raises(CitebotError) as err:
+        open_bot_data("postgresql://bot:s3cret@127.0.0.1:1/citebot?connect_timeout=5")
+    text = str(err.value)
+    assert text.startswith("cannot connect to the bot's PostgreSQL database")
+    assert "s3cret" not in text and "\n" not in text
