@@ -13,7 +13,9 @@ call; this measures the engine and the client, not a network.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -66,11 +68,14 @@ def measure(where: str, rounds: int) -> dict[str, float]:
 
 
 def postgres(folder: Path):
-    """A PostgreSQL server from pgserver with its files (and lock) in folder: (url, server),
-    or ("", None) without the postgres extra."""
-    if not os.environ.get("XDG_RUNTIME_DIR"):  # where pgserver keeps a lock file
-        (folder / "run").mkdir(mode=0o700)
-        os.environ["XDG_RUNTIME_DIR"] = str(folder / "run")
+    """A PostgreSQL server from pgserver with its files in folder: (url, server), or
+    ("", None) without the postgres extra."""
+    if "pgserver" not in sys.modules and not os.environ.get("XDG_RUNTIME_DIR"):
+        # pgserver keeps a lock file in the runtime folder it picks on import (and touches it
+        # again at exit): a temporary one, removed after pgserver's own exit handler.
+        runtime = tempfile.mkdtemp(prefix="citebot-pg-run-")
+        atexit.register(shutil.rmtree, runtime, True)
+        os.environ["XDG_RUNTIME_DIR"] = runtime
     try:
         import pgserver
     except ImportError:

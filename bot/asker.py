@@ -42,7 +42,6 @@ THANKS = {1: "Thanks for the feedback 👍", -1: "Thanks, noted 👎. Rephrasing
           "sometimes finds a better passage."}
 
 
-
 class Answerer(Protocol):
     """What the bot needs of index.library.Library."""
 
@@ -83,6 +82,15 @@ class Cooldown:
             self._times = {u: t for u, t in self._times.items() if t and t[-1] > now - self.seconds}
         return 0.0
 
+
+def mention_question(content: str, bot_id: int, role_ids: tuple[int, ...] = (),
+                     *, is_dm: bool = False) -> str | None:
+    """The question in a message addressed to the bot (mention stripped), or None if not."""
+    roles = "".join(f"|<@&{r}>" for r in role_ids)
+    mention = re.compile(rf"<@!?{bot_id}>{roles}")
+    if not is_dm and not mention.search(content):
+        return None
+    return " ".join(mention.sub(" ", content).split())
 
 
 # -- answering ----------------------------------------------------------------------------------
@@ -178,13 +186,3 @@ class Asker:
 
 def sorry(exc: CitebotError) -> str:
     return f"Sorry, I can't answer that: {member_error_text(exc)}"
-
-
-def mention_question(content: str, bot_id: int, role_ids: tuple[int, ...] = (),
-                     *, is_dm: bool = False) -> str | None:
-    """The question in a message addressed to the bot (mention stripped), or None if not."""
-    roles = "".join(f"|<@&{r}>" for r in role_ids)
-    mention = re.compile(rf"<@!?{bot_id}>{roles}")
-    if not is_dm and not mention.search(content):
-        return None
-    return " ".join(mention.sub(" ", content).split())

@@ -126,6 +126,8 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button],
         await interaction.edit_original_response(**sources_payload(sources, self.page))
 
 
+# -- the cog and the clients ---------------------------------------------------------------------
+
 class CitebotCog(commands.Cog):
     """Mentions, /ask and /sources: glue between Discord and the Asker."""
 

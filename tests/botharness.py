@@ -12,10 +12,13 @@ down in the right order, so each user does not repeat it.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -119,22 +122,33 @@ def _main(argv: list[str]) -> int:
 
 
 @contextmanager
-def postgres(folder: Path) -> Iterator[str]:
-    """A real PostgreSQL server (pgserver's PostgreSQL 16) with its files in folder, for as
-    long as the block runs; its postgresql:// URL. Skips the test without the postgres extra."""
+def postgres() -> Iterator[str]:
+    """A real PostgreSQL server (pgserver's PostgreSQL 16) for as long as the block runs; its
+    postgresql:// URL. Skips the test without the postgres extra.
+
+    Its files are in a temporary folder of its own, removed after: run as root, pgserver runs
+    the server as another user, who cannot enter pytest's folders (pytest keeps them 0700).
+    """
     pytest.importorskip("psycopg", reason="the postgres extra is not installed")
-    # pgserver keeps a lock file in the user's runtime folder, chosen when it is first imported:
-    # make that the test's folder, so nothing is left outside it.
-    runtime = folder / "run"
-    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)  # the XDG spec's mode, or ignored
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XDG_RUNTIME_DIR", str(runtime))
-        pgserver = pytest.importorskip("pgserver", reason="the postgres extra is not installed")
-    server = pgserver.get_server(folder / "pgdata", cleanup_mode="stop")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
+    pgserver = _pgserver()
+    with tempfile.TemporaryDirectory(prefix="citebot-pg-") as tmp:
+        server = pgserver.get_server(Path(tmp) / "pgdata", cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+
+
+def _pgserver():
+    """pgserver, first imported with its lock file in a temporary folder removed at exit (it
+    picks the user's runtime folder once, on import, and would leave the file there)."""
+    if "pgserver" not in sys.modules:
+        runtime = tempfile.mkdtemp(prefix="citebot-pg-run-")  # 0700, as the XDG spec wants
+        atexit.register(shutil.rmtree, runtime, True)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("XDG_RUNTIME_DIR", runtime)
+            return pytest.importorskip("pgserver", reason="the postgres extra is not installed")
+    return sys.modules["pgserver"]
 
 
 # -- looking at what the bot sent ---------------------------------------------------------------

@@ -31,8 +31,8 @@ def test_answers_round_trip_through_bot_data(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory):
-    with postgres(tmp_path_factory.mktemp("postgres")) as url:
+def postgres_url():
+    with postgres() as url:
         yield url
 
 

@@ -68,8 +68,8 @@ def test_the_fake_routes_each_guild_to_its_shard():
 
 
 @pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory):
-    with postgres(tmp_path_factory.mktemp("postgres")) as url:
+def postgres_url():
+    with postgres() as url:
         yield url
 
 
