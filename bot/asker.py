@@ -38,6 +38,7 @@ OOPS = "Sorry, something went wrong on my side while answering; the error is in 
 NOT_HERE = "I only answer questions in the channels I've been set up for."
 NO_DMS = "I don't answer direct messages; ask me in a server channel."
 EXPIRED = "I no longer have that answer; please ask the question again."
+NO_DATA = "Sorry, I can't reach my records right now; please try again in a minute."
 THANKS = {1: "Thanks for the feedback 👍", -1: "Thanks, noted 👎. Rephrasing the question "
           "sometimes finds a better passage."}
 
@@ -162,16 +163,26 @@ class Asker:
         answer_id = self.data.save_answer(answer, user_id=user_id, channel_id=channel_id)
         return answer_id, render.answer_embed(answer)
 
-    async def more(self, answer_id: int) -> dict | None:
-        """The embed of the next citations of a stored answer; None if it is unknown."""
-        def draw() -> dict | None:
+    async def more(self, answer_id: int) -> dict | str:
+        """The embed of the next citations of a stored answer, or a notice why not."""
+        def draw() -> dict | str:
             answer = self.data.answer(answer_id)
-            return render.more_embed(answer) if answer else None
-        return await asyncio.to_thread(draw)
+            return render.more_embed(answer) if answer else EXPIRED
+        return await self._with_data(draw)
 
     async def vote(self, answer_id: int, user_id: int, vote: int) -> str:
-        known = await asyncio.to_thread(self.data.vote, answer_id, user_id, vote)
-        return THANKS[vote] if known else EXPIRED
+        """Record a 👍/👎; the thanks (or a notice) for the voter."""
+        def record() -> str:
+            return THANKS[vote] if self.data.vote(answer_id, user_id, vote) else EXPIRED
+        return await self._with_data(record)
+
+    async def _with_data(self, call: Callable[[], dict | str]) -> dict | str:
+        # The bot data may be a database server that is down for a moment: the member hears so.
+        try:
+            return await asyncio.to_thread(call)
+        except Exception:
+            log.exception("the bot's data could not be read or written")
+            return NO_DATA
 
     async def sources(self) -> list[Source]:
         try:

@@ -23,7 +23,7 @@ from index.records import Source
 
 from . import discord_render as render
 from .app import open_library, source_specs
-from .asker import EXPIRED, OOPS, Asker, Place, Reply, mention_question
+from .asker import OOPS, Asker, Place, Reply, mention_question
 from .botdata import open_bot_data
 from .config import Config, DiscordConfig
 from .discord_admin import NO_PINGS, AdminCog, Updater, watch_sources
@@ -82,8 +82,9 @@ class MoreButton(discord.ui.DynamicItem[discord.ui.Button], template=r"citebot:m
         return cls(int(match["id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        embed = await interaction.client.asker.more(self.answer_id)
-        kwargs = {"embed": discord.Embed.from_dict(embed)} if embed else {"content": EXPIRED}
+        more = await interaction.client.asker.more(self.answer_id)
+        kwargs = ({"embed": discord.Embed.from_dict(more)} if isinstance(more, dict)
+                  else {"content": more})
         await interaction.response.send_message(**kwargs, ephemeral=True,
                                                 allowed_mentions=NO_PINGS)
 

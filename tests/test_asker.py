@@ -105,3 +105,23 @@ def test_a_library_error_reaches_the_member_without_commands_or_paths(tmp_path):
     assert reply.answer is None
     assert reply.notice.startswith("Sorry, I can't answer that: the index needs rebuilding")
     assert "/srv" not in reply.notice and "citebot index" not in reply.notice
+
+
+def test_buttons_read_stored_answers_and_say_when_the_data_is_unreachable(tmp_path):
+    data = BotData(tmp_path / "bot.sqlite")
+    asker = Asker(Recording(), data, DiscordConfig())
+    answer_id = data.save_answer(Answer(question="q?", answered=False, answer=""))
+
+    async def main() -> list:
+        shown = [await asker.more(answer_id), await asker.more(answer_id + 1),
+                 await asker.vote(answer_id, 7, 1), await asker.vote(answer_id + 1, 7, 1)]
+        data.close()  # as if the database went away
+        return shown + [await asker.more(answer_id), await asker.vote(answer_id, 7, -1)]
+
+    try:
+        more, gone, thanks, unknown, more_down, vote_down = asyncio.run(main())
+    finally:
+        asker.close()
+    assert isinstance(more, dict) and more["title"].startswith("More sources")
+    assert gone == unknown == asking.EXPIRED and thanks == asking.THANKS[1]
+    assert more_down == vote_down == asking.NO_DATA
