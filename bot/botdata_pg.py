@@ -25,23 +25,28 @@ class _Postgres(_Backend):
         self.url = url
         self._lock = threading.Lock()
         self._db = self._connect()
-        with self._lock, self._db.transaction():
-            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for statement in _TABLES.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY "
-                                                "KEY").split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-            # SQLite keeps it in PRAGMA user_version; PostgreSQL has no such slot.
-            self._db.execute(f"COMMENT ON TABLE answers IS 'citebot bot data {SCHEMA_VERSION}'")
+        try:
+            with self._lock, self._db.transaction():
+                self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                for statement in _TABLES.format(id="BIGINT GENERATED ALWAYS AS IDENTITY "
+                                                    "PRIMARY KEY").split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                # SQLite keeps it in PRAGMA user_version; PostgreSQL has no such slot.
+                self._db.execute(f"COMMENT ON TABLE answers IS 'citebot bot data "
+                                 f"{SCHEMA_VERSION}'")
+        except psycopg.Error as exc:  # e.g. a user who may not create tables
+            self._db.close()
+            raise CitebotError(f"the bot's PostgreSQL database refused its tables: "
+                               f"{_first_line(exc)}") from exc
 
     def _connect(self) -> psycopg.Connection:
         try:
             return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as exc:
             # The message names the host, never the password (psycopg leaves it out).
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CitebotError(f"cannot connect to the bot's PostgreSQL database: {first}") \
-                from exc
+            raise CitebotError(f"cannot connect to the bot's PostgreSQL database: "
+                               f"{_first_line(exc)}") from exc
 
     def run(self, sql: str, params: tuple = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -70,3 +75,8 @@ class PostgresBotData(BotData):
 
     def __init__(self, url: str):
         self._backend = _Postgres(url)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

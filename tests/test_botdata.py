@@ -121,3 +121,13 @@ def test_an_unreachable_postgresql_is_one_line_without_the_password():
     text = str(err.value)
     assert text.startswith("cannot connect to the bot's PostgreSQL database")
     assert "s3cret" not in text and "\n" not in text
+
+
+def test_a_postgresql_user_who_may_not_create_tables_is_one_line(postgres_db):
+    import psycopg
+
+    with psycopg.connect(postgres_db, autocommit=True) as db:
+        db.execute("CREATE ROLE reader LOGIN")
+        db.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    with pytest.raises(CitebotError, match="refused its tables: permission denied"):
+        open_bot_data(postgres_db.replace("postgres:@", "reader:@"))
