@@ -63,7 +63,11 @@ class DiscordConfig:
     cooldown_seconds: float = setting(30.0, max=86_400)
     admin_roles: list[str] = field(default_factory=list)
     max_concurrent: int = setting(2, min=1, max=64)
+    # a file, or a postgresql:// URL shared by several bot processes
     data: str = setting(".citebot/bot.sqlite", empty=False)
+    # 0: one gateway connection; N: this process runs shard_ids of N
+    shard_count: int = setting(0, max=100_000)
+    shard_ids: list[int] = field(default_factory=list)  # empty: all N shards
 
 
 @dataclass

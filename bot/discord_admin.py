@@ -31,7 +31,7 @@ from index import (
 
 from . import discord_render as render
 from .config import Config, DiscordConfig
-from .errors_text import for_members
+from .discord_errors import member_error_text, member_text
 
 log = logging.getLogger("citebot.discord")
 
@@ -65,7 +65,7 @@ class Updater:
         except IndexBusy:
             return UPDATE_RUNNING
         except CitebotError as exc:
-            return f"Re-indexing stopped: {_sentence(exc)} The index is as it was."
+            return f"Re-indexing stopped: {member_error_text(exc)} The index is as it was."
         except Exception:  # the admin must hear back whatever broke; the log has the traceback
             log.exception("/reindex failed")
             return OOPS
@@ -80,13 +80,13 @@ class Updater:
         except IndexBusy:
             return UPDATE_RUNNING
         except CitebotError as exc:
-            return f"I couldn't add {_inert(source)}: {_sentence(exc)}"
+            return f"I couldn't add {_inert(source)}: {member_error_text(exc)}"
         except Exception:
             log.exception("/add %r failed", source)
             return OOPS
         if report.duplicates:
             new, twin = report.duplicates[0]
-            return (f"Not added: {_inert(new)} has the same text as {_inert(twin)}, which is "
+            return (f"Not added: {_shown(new)} has the same text as {_shown(twin)}, which is "
                     f"already indexed.")
         if not report.wrote:
             return f"{_inert(source)} is already indexed and has not changed."
@@ -125,9 +125,9 @@ def summary(done: str, r: UpdateReport) -> str:
     for kind, names in (("Added", r.added), ("Changed", r.changed), ("Removed", r.removed)):
         if names:
             more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
-            lines.append(f"{kind}: {', '.join(_inert(n) for n in names[:SHOWN])}{more}")
-    lines += [f"Skipped {_inert(a)}: same text as {_inert(b)}" for a, b in r.duplicates[:SHOWN]]
-    lines += [f"Skipped: {_inert(why)}" for _, why in r.skipped[:SHOWN]]
+            lines.append(f"{kind}: {', '.join(_shown(n) for n in names[:SHOWN])}{more}")
+    lines += [f"Skipped {_shown(a)}: same text as {_shown(b)}" for a, b in r.duplicates[:SHOWN]]
+    lines += [f"Skipped: {member_text(why)}" for _, why in r.skipped[:SHOWN]]
     return render.notice("\n".join(lines))
 
 
@@ -135,8 +135,9 @@ def _inert(text: str) -> str:
     return render.escape(render.clip(text, 200), line_start=False)
 
 
-def _sentence(exc: CitebotError) -> str:
-    return render.full_stop(_inert(for_members(exc).rstrip()))
+def _shown(source: str) -> str:
+    """A source as members see it: a URL whole, a file by its name (not the server's path)."""
+    return _inert(source if is_web_url(source) else os.path.basename(source))
 
 
 def watch_sources(library: Library, cfg: Config, specs: Sequence[str]) -> Watcher:

@@ -5,6 +5,12 @@ HELLO/IDENTIFY/READY/GUILD_CREATE, heartbeats, RESUME with replay of missed even
 interaction events; REST for login, command sync, messages, interaction callbacks, webhook edits
 and follow-ups. Every REST request is recorded (method, path, JSON body, time) for assertions.
 
+It is sharded as Discord is: GET /gateway/bot recommends `shards`; each gateway connection
+IDENTIFYs as `[shard_id, shard_count]` (none means `[0, 1]`) and gets a READY listing only its
+guilds, then their GUILD_CREATEs; a guild's events go to every connection whose shard is
+`(guild_id >> 22) % shard_count`, direct messages to shard 0. `add_guild(shard=...)` makes a
+guild that lands on a given shard.
+
 The server runs in its own thread and event loop, so the bot's loop is measured from outside.
 Tests drive it with plain (thread-safe) methods: `say`, `slash`, `click`, `drop`, `wait_for`.
 
@@ -72,9 +78,23 @@ class Interaction:
 
 @dataclass
 class Session:
+    """One IDENTIFYed gateway session: its shard, its socket while connected, its events."""
+
     id: str
+    shard: tuple[int, int] = (0, 1)  # (shard id, shard count)
     seq: int = 0
     events: list[dict] = field(default_factory=list)  # every dispatch, for RESUME replays
+    ws: web.WebSocketResponse | None = None
+    request: web.Request | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.ws is not None and not self.ws.closed
+
+    def receives(self, guild_id: int | None) -> bool:
+        """Whether Discord routes this guild's events (None: a DM's) to this session."""
+        shard_id, count = self.shard
+        return shard_id == (0 if guild_id is None else (guild_id >> 22) % count)
 
 
 def _iso(t: float | None = None) -> str:
@@ -82,16 +102,21 @@ def _iso(t: float | None = None) -> str:
 
 
 class FakeDiscord:
-    """The fake server; one guild with two text channels, a bot user and as many humans as asked."""
+    """The fake server: a guild with two text channels (more guilds on request, one channel
+    each), a bot user and as many humans as asked."""
 
-    def __init__(self, *, token: str = "fake-bot-token", heartbeat_ms: int = 1000):
+    def __init__(self, *, token: str = "fake-bot-token", heartbeat_ms: int = 1000,
+                 shards: int = 1):
         self.token = token
         self.heartbeat_ms = heartbeat_ms
+        self.shard_count = shards  # what GET /gateway/bot recommends
         self._counter = itertools.count(1)
         self.app_id = self.bot_id = self.snowflake()
         self.guild_id = self.snowflake()
         self.general = self.snowflake()
         self.other = self.snowflake()
+        self.channels: dict[int, tuple[int, str]] = {self.general: (self.guild_id, "general"),
+                                                     self.other: (self.guild_id, "other")}
         self.bot_role = self.snowflake()
         self.librarian_role = self.snowflake()  # a plain role, for admin-role tests
         self.bot_user = {"id": str(self.bot_id), "username": "citebot", "discriminator": "0",
@@ -105,10 +130,9 @@ class FakeDiscord:
         self.requests: list[Request] = []
         self.heartbeats: list[float] = []  # when each heartbeat arrived (each is ACKed at once)
         self.identifies = 0
+        self.identified: list[tuple[int, int]] = []  # the shard of each IDENTIFY, in order
         self.resumes = 0
-        self.session: Session | None = None
-        self._ws: web.WebSocketResponse | None = None
-        self._ws_request: web.Request | None = None
+        self.sessions: list[Session] = []
         self._send_lock: asyncio.Lock | None = None
         self._changed = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -117,9 +141,26 @@ class FakeDiscord:
 
     # -- ids and objects -------------------------------------------------------------------------
 
-    def snowflake(self) -> int:
+    def snowflake(self, *, shard: tuple[int, int] | None = None) -> int:
+        """A new id; with shard=(id, count), one whose (id >> 22) % count is that shard."""
         ms = int(time.time() * 1000) - DISCORD_EPOCH
+        if shard is not None:
+            ms -= (ms - shard[0]) % shard[1]
         return (ms << 22) | (next(self._counter) & 0x3FFFFF)
+
+    def add_guild(self, *, shard: int = 0) -> int:
+        """Another guild, with one text channel, on a given shard of shard_count; its id."""
+        guild_id = self.snowflake(shard=(shard, self.shard_count))
+        self.channels[self.snowflake()] = (guild_id, "general")
+        return guild_id
+
+    @property
+    def guild_ids(self) -> list[int]:
+        return list(dict.fromkeys(g for g, _ in self.channels.values()))
+
+    def general_of(self, guild_id: int) -> int:
+        """The guild's first text channel."""
+        return next(c for c, (g, _) in self.channels.items() if g == guild_id)
 
     def user(self, user_id: int | None = None, name: str | None = None) -> dict:
         """A human user (created on first use)."""
@@ -141,8 +182,8 @@ class FakeDiscord:
             uid = next(u for u, c in self.dm_channels.items() if c == channel_id)
             return {"id": str(channel_id), "type": 1, "last_message_id": None,
                     "recipients": [self.users[uid]]}
-        name = "general" if channel_id == self.general else "other"
-        return {"id": str(channel_id), "type": 0, "guild_id": str(self.guild_id), "name": name,
+        guild_id, name = self.channels[channel_id]
+        return {"id": str(channel_id), "type": 0, "guild_id": str(guild_id), "name": name,
                 "position": 0 if name == "general" else 1, "permission_overwrites": [],
                 "nsfw": False, "parent_id": None, "topic": None, "last_message_id": None,
                 "rate_limit_per_user": 0}
@@ -151,19 +192,24 @@ class FakeDiscord:
         self.user(user_id)
         return self.dm_channels.setdefault(user_id, self.snowflake())
 
-    def _guild(self) -> dict:
-        everyone = {"id": str(self.guild_id), "name": "@everyone", "permissions": "1071698660929",
+    def guild_of(self, channel_id: int) -> int | None:
+        """The guild of a channel; None for a DM channel."""
+        return self.channels[channel_id][0] if channel_id in self.channels else None
+
+    def _guild(self, guild_id: int) -> dict:
+        everyone = {"id": str(guild_id), "name": "@everyone", "permissions": "1071698660929",
                     "position": 0, "color": 0, "hoist": False, "managed": False,
                     "mentionable": False, "flags": 0}
         bot_role = {**everyone, "id": str(self.bot_role), "name": "citebot", "position": 1,
                     "managed": True, "tags": {"bot_id": str(self.bot_id)}}
         librarian = {**everyone, "id": str(self.librarian_role), "name": "Librarian",
                      "position": 2}
-        return {"id": str(self.guild_id), "name": "Fake guild", "icon": None, "owner_id": "1",
+        return {"id": str(guild_id), "name": "Fake guild", "icon": None, "owner_id": "1",
                 "unavailable": False, "member_count": 2, "large": False, "joined_at": _iso(),
                 "features": [], "roles": [everyone, bot_role, librarian], "emojis": [],
                 "stickers": [],
-                "channels": [self._channel(self.general), self._channel(self.other)],
+                "channels": [self._channel(c) for c, (g, _) in self.channels.items()
+                             if g == guild_id],
                 "threads": [], "members": [self._member(self.bot_user, [self.bot_role])],
                 "presences": [], "voice_states": [], "preferred_locale": "en-US",
                 "premium_tier": 0, "verification_level": 0, "default_message_notifications": 0,
@@ -245,8 +291,9 @@ class FakeDiscord:
                 elif op == 6:
                     await self._resume(ws, request, data["d"])
         finally:
-            if self._ws is ws:
-                self._ws = None
+            for session in self.sessions:
+                if session.ws is ws:
+                    session.ws = None
         return ws
 
     async def _send(self, ws: web.WebSocketResponse, payload: dict) -> None:
@@ -257,50 +304,67 @@ class FakeDiscord:
         if d.get("token") != self.token:
             await ws.close(code=4004, message=b"Authentication failed.")
             return
+        shard_id, count = d.get("shard") or (0, 1)
+        if not 0 <= shard_id < count:
+            await ws.close(code=4010, message=b"Invalid shard.")
+            return
         self.identifies += 1
-        self.session = Session(id=f"session{self.snowflake()}")
-        self._ws, self._ws_request = ws, request
-        await self._dispatch("READY", {
-            "v": 10, "user": self.bot_user, "session_id": self.session.id,
-            "resume_gateway_url": self.gateway_url, "guilds": [{"id": str(self.guild_id),
-                                                                "unavailable": True}],
+        self.identified.append((shard_id, count))
+        session = Session(id=f"session{self.snowflake()}", shard=(shard_id, count), ws=ws,
+                          request=request)
+        self.sessions.append(session)
+        guilds = [g for g in self.guild_ids if session.receives(g)]
+        await self._send_event(session, "READY", {
+            "v": 10, "user": self.bot_user, "session_id": session.id,
+            "resume_gateway_url": self.gateway_url, "shard": [shard_id, count],
+            "guilds": [{"id": str(g), "unavailable": True} for g in guilds],
             "application": {"id": str(self.app_id), "flags": 0}, "private_channels": [],
             "relationships": [], "presences": [], "guild_join_requests": [],
             "geo_ordered_rtc_regions": [], "user_settings": {}, "_trace": ["fake"]})
-        await self._dispatch("GUILD_CREATE", self._guild())
+        for g in guilds:
+            await self._send_event(session, "GUILD_CREATE", self._guild(g))
         self._notify()
 
     async def _resume(self, ws: web.WebSocketResponse, request: web.Request, d: dict) -> None:
-        if self.session is None or d.get("session_id") != self.session.id:
+        session = next((s for s in self.sessions if s.id == d.get("session_id")), None)
+        if session is None:
             await self._send(ws, {"op": 9, "d": False})
             return
         self.resumes += 1
-        self._ws, self._ws_request = ws, request
-        for event in self.session.events:
+        session.ws, session.request = ws, request
+        for event in session.events:
             if event["s"] > (d.get("seq") or 0):
                 await self._send(ws, event)
-        await self._dispatch("RESUMED", {"_trace": ["fake"]})
+        await self._send_event(session, "RESUMED", {"_trace": ["fake"]})
         self._notify()
 
-    async def _dispatch(self, name: str, data: dict) -> None:
+    async def _dispatch(self, name: str, data: dict, guild_id: int | None = None) -> None:
+        """Send a guild's event (None: a DM's) to the sessions of its shard."""
+        for session in self.sessions:
+            if session.receives(guild_id):
+                await self._send_event(session, name, data)
+
+    async def _send_event(self, session: Session, name: str, data: dict) -> None:
         """Send an event now, or keep it for the RESUME if the client is away."""
-        self.session.seq += 1
-        event = {"op": 0, "t": name, "s": self.session.seq, "d": data}
-        self.session.events.append(event)
-        ws = self._ws
-        if ws is not None and not ws.closed:
+        session.seq += 1
+        event = {"op": 0, "t": name, "s": session.seq, "d": data}
+        session.events.append(event)
+        if session.connected:
             try:
-                await self._send(ws, event)
+                await self._send(session.ws, event)
             except (ConnectionError, RuntimeError):
                 pass  # replayed on RESUME
 
-    def drop(self, code: int | None = 4000) -> None:
-        """Cut the gateway connection: a close frame with code, or (None) an abrupt TCP reset."""
+    def drop(self, code: int | None = 4000, *, shard: int = 0) -> None:
+        """Cut a shard's gateway connection: a close frame with code, or (None) an abrupt TCP
+        reset."""
         async def cut() -> None:
-            ws, req = self._ws, self._ws_request
-            self._ws = None
-            if ws is None:
+            session = next((s for s in self.sessions if s.shard[0] == shard and s.connected),
+                           None)
+            if session is None:
                 return
+            ws, req = session.ws, session.request
+            session.ws = None
             if code is None:
                 req.transport.abort()
             else:
@@ -309,7 +373,9 @@ class FakeDiscord:
 
     @property
     def connected(self) -> bool:
-        return self._ws is not None and not self._ws.closed
+        """Every shard's latest session is connected."""
+        latest = {s.shard: s for s in self.sessions}
+        return bool(latest) and all(s.connected for s in latest.values())
 
     # -- events the tests cause -------------------------------------------------------------------
 
@@ -327,11 +393,12 @@ class FakeDiscord:
                "mentions": mentions, "mention_roles": re.findall(r"<@&(\d+)>", content),
                "attachments": [], "embeds": [], "pinned": False, "type": 0, "flags": 0,
                "components": []}
-        if not dm:
-            msg["guild_id"] = str(self.guild_id)
+        guild_id = self.guild_of(channel_id)
+        if guild_id is not None:
+            msg["guild_id"] = str(guild_id)
             msg["member"] = {k: v for k, v in self._member(user).items() if k != "user"}
         self.messages[int(msg["id"])] = msg
-        self.call(self._dispatch("MESSAGE_CREATE", msg))
+        self.call(self._dispatch("MESSAGE_CREATE", msg, guild_id))
         return int(msg["id"])
 
     def _interaction(self, kind: int, data: dict, *, user_id: int, channel_id: int | None,
@@ -341,23 +408,24 @@ class FakeDiscord:
         iid = self.snowflake()
         token = f"itoken-{iid}"
         channel_id = self.dm_channel(user_id) if dm else (channel_id or self.general)
+        guild_id = self.guild_of(channel_id)
         payload = {"id": str(iid), "application_id": str(self.app_id), "type": kind,
                    "token": token, "version": 1, "data": data, "channel_id": str(channel_id),
                    "channel": self._channel(channel_id), "locale": "en-US",
                    "app_permissions": "2248473465835073", "entitlements": [],
                    "attachment_size_limit": 26214400, "context": 1 if dm else 0,
                    "authorizing_integration_owners": {"0" if not dm else "1": str(
-                       self.guild_id if not dm else user_id)}}
+                       guild_id if not dm else user_id)}}
         if dm:
             payload["user"] = user
         else:
-            payload.update(guild_id=str(self.guild_id), guild_locale="en-US",
+            payload.update(guild_id=str(guild_id), guild_locale="en-US",
                            member=self._member(user, roles, permissions))
         if message is not None:
             payload["message"] = message
         inter = Interaction(iid, token, payload, time.monotonic())
         self.interactions[token] = inter
-        self.call(self._dispatch("INTERACTION_CREATE", payload))
+        self.call(self._dispatch("INTERACTION_CREATE", payload, guild_id))
         return inter
 
     def slash(self, name: str, *, user_id: int, channel_id: int | None = None, dm: bool = False,
@@ -365,7 +433,8 @@ class FakeDiscord:
               **options: Any) -> Interaction:
         """A user runs a slash command the bot registered; roles and permissions are the
         member's (the default permissions are an ordinary member's: no Manage Server)."""
-        guild_cmds = [] if dm else self.commands.get(self.guild_id, [])
+        guild_cmds = [] if dm else self.commands.get(self.guild_of(channel_id or self.general),
+                                                     [])
         cmd = next((c for c in guild_cmds + self.commands.get(None, []) if c["name"] == name),
                    None)
         if cmd is None:
@@ -398,14 +467,14 @@ class FakeDiscord:
             elif request.content_type.startswith("multipart/"):
                 body = {"multipart": True}
         rec = Request(request.method, path, dict(request.query), body, time.monotonic())
-        events: list[tuple[str, dict]] = []
+        events: list[tuple[str, dict, int | None]] = []
         status, response = self._route(request, rec, events)
         rec.status, rec.response = status, response
         with self._changed:
             self.requests.append(rec)
             self._changed.notify_all()
-        for name, data in events:  # e.g. the bot's own message echoed back, as Discord does
-            await self._dispatch(name, data)
+        for name, data, guild_id in events:  # e.g. the bot's own message echoed back
+            await self._dispatch(name, data, guild_id)
         if status == 204:
             return web.Response(status=204)
         # Exactly this content type: discord.py compares the header with "application/json".
@@ -413,7 +482,7 @@ class FakeDiscord:
                             headers={"Content-Type": "application/json"})
 
     def _route(self, request: web.Request, rec: Request,
-               events: list[tuple[str, dict]]) -> tuple[int, Any]:
+               events: list[tuple[str, dict, int | None]]) -> tuple[int, Any]:
         m, p, body = rec.method, rec.path, rec.body or {}
         message = body.get("data") if p.endswith("/callback") else body
         if isinstance(message, dict) and (problem := invalid_message(message)):
@@ -430,7 +499,8 @@ class FakeDiscord:
                          "owner": self.user(1, "owner"), "verify_key": "0" * 64, "flags": 0,
                          "team": None, "summary": ""}
         if (m, p) == ("GET", "/gateway/bot"):
-            return 200, {"url": self.gateway_url, "shards": 1, "session_start_limit": {
+            return 200, {"url": self.gateway_url, "shards": self.shard_count,
+                         "session_start_limit": {
                 "total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}
         if match := re.fullmatch(r"/applications/(\d+)(?:/guilds/(\d+))?/commands", p):
             guild = int(match[2]) if match[2] else None
@@ -441,6 +511,8 @@ class FakeDiscord:
                      **({"guild_id": str(guild)} if guild else {})} for c in body]
             return 200, self.commands.get(guild, [])
         if match := re.fullmatch(r"/channels/(\d+)", p):
+            if int(match[1]) not in {*self.channels, *self.dm_channels.values()}:
+                return 404, {"message": "Unknown Channel", "code": 10003}
             return 200, self._channel(int(match[1]))
         if re.fullmatch(r"/channels/(\d+)/typing", p):
             return 204, None
@@ -448,7 +520,7 @@ class FakeDiscord:
             return 200, self._channel(self.dm_channel(int(body["recipient_id"])))
         if (match := re.fullmatch(r"/channels/(\d+)/messages", p)) and m == "POST":
             msg = self._new_message(int(match[1]), body)
-            events.append(("MESSAGE_CREATE", msg))
+            events.append(("MESSAGE_CREATE", msg, self.guild_of(int(match[1]))))
             return 200, msg
         if match := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", p):
             return self._callback(match[2], body)
@@ -478,8 +550,8 @@ class FakeDiscord:
                "attachments": [], "embeds": body.get("embeds") or [], "pinned": False,
                "type": 19 if body.get("message_reference") else 0,
                "flags": body.get("flags", 0) | flags, "components": body.get("components") or []}
-        if channel_id not in self.dm_channels.values():
-            msg["guild_id"] = str(self.guild_id)
+        if (guild_id := self.guild_of(channel_id)) is not None:
+            msg["guild_id"] = str(guild_id)
         if body.get("message_reference"):
             msg["message_reference"] = body["message_reference"]
         if interaction is not None:

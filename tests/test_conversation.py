@@ -8,11 +8,11 @@ import json
 
 import pytest
 
+from bot.asker import Asker
 from bot.botdata import BotData
 from bot.chat import run_chat
 from bot.cli import main
 from bot.config import ConversationConfig, DiscordConfig
-from bot.discord_bot import Asker
 from index.conversation import (
     ConversationStore,
     Turn,
@@ -174,7 +174,7 @@ def test_discord_conversations_are_per_user_and_channel(seeds_library, tmp_path)
     data = BotData(tmp_path / "bot.sqlite")
     asker = Asker(lib, data, DiscordConfig(max_concurrent=1),
                   ConversationConfig(turns=2, idle_minutes=10))
-    assert asker.conversations.store.turns == 2 and asker.conversations.store.idle == 600
+    assert asker.conversations.turns == 2 and asker.conversations.idle == 600
 
     async def talk() -> list:
         replies = []

@@ -1,4 +1,7 @@
-"""The Discord bot: pure rendering, its rules, and the real client against a fake Discord.
+"""The Discord bot: the real client against a fake Discord.
+
+The pure parts have their own files: test_asker.py, test_fair_queue.py, test_discord_render.py,
+test_discord_errors.py, test_botdata.py.
 
 The integration tests run the unmodified discord.py client in its own thread against
 tests/fakediscord.py on 127.0.0.1, with the real Library (real model, real FAISS) built once
@@ -7,7 +10,6 @@ per session over seeds/. Nothing here reaches the internet.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -22,25 +24,17 @@ from pathlib import Path
 import pytest
 
 from bench.common import SEED_QUESTIONS
+from bot import asker as asking
 from bot import discord_bot
 from bot import discord_render as render
-from bot.botdata import BotData, answer_from_record, answer_to_record
 from bot.config import Config, DiscordConfig
-from bot.discord_bot import (
-    Asker,
-    Conversations,
-    Cooldown,
-    FairQueue,
-    Place,
-    mention_question,
-    run_bot,
-)
+from bot.discord_bot import run_bot
 from index.ingest import clean_text
-from index.records import Answer, Citation, Source
+from index.records import Answer, Source
 
-from .botharness import running_bot
+from .botharness import assert_fits, huge_answer, plain, running_bot
 from .conftest import SEEDS
-from .fakediscord import FakeDiscord, Request, invalid_message
+from .fakediscord import FakeDiscord, Request
 
 QUESTIONS = SEED_QUESTIONS[:10]
 
@@ -99,11 +93,6 @@ def pings_nobody(body: dict) -> bool:
             and not allowed.get("replied_user"))
 
 
-def plain(markdown: str) -> str:
-    """What Discord shows for the bot's markdown: escapes resolved, bold markers gone."""
-    return re.sub(r"\\(.)", r"\1", markdown.replace("**", "")).replace("\u200b", "")
-
-
 def seed_text() -> str:
     """All seed articles as ingest cleans them, whitespace collapsed."""
     return " ".join(" ".join(clean_text(p.read_text(encoding="utf-8")).split())
@@ -113,184 +102,6 @@ def seed_text() -> str:
 def embed_of(rec: Request) -> dict:
     body = rec.body.get("data", rec.body) if rec.path.endswith("/callback") else rec.body
     return body["embeds"][0]
-
-
-def huge_answer(question: str = "huge " * 3000) -> Answer:
-    def source(i: int) -> Source:
-        return Source(id=f"s{i}", title="A very long title " * 80 + str(i),
-                      url="https://example.com/" + "a" * 3000, publisher="Publisher " * 100)
-
-    cites = tuple(Citation(n=i + 1, quote="word " * 2000 + "@everyone **x** [y](https://e.x)",
-                           source=source(i), start=0, end=10,
-                           also_in=tuple(source(j) for j in range(40))) for i in range(30))
-    return Answer(question=question, answered=True,
-                  answer="This sentence names Darroch and runs on. " * 2000,
-                  citations=cites, keywords=("darroch",), more=cites)
-
-
-def assert_fits(embed: dict) -> None:
-    assert invalid_message({"embeds": [embed]}) is None, invalid_message({"embeds": [embed]})
-    assert render.embed_chars(embed) <= render.EMBED_TOTAL
-
-
-# -- rendering (pure) ------------------------------------------------------------------------------
-
-def test_clip_cuts_on_a_word_boundary():
-    assert render.clip("short", 10) == "short"
-    cut = render.clip("the quick brown fox jumps over the lazy dog", 20)
-    assert cut == "the quick brown fox…" and len(cut) <= 20
-    assert len(render.clip("x" * 5000, 100)) == 100
-    assert render.clip("x" * 5000, 100).endswith("…")
-
-
-def test_escape_keeps_text_readable_but_inert():
-    nasty = ("**bold** __u__ ~~s~~ `code` ||spoiler|| [click](https://evil.example) "
-             "<@123> <@&456> <#789> <t:1:R> <:e:1> @everyone @here see https://ok.example/a_b_c")
-    out = render.escape("# heading " + nasty)
-    assert out.startswith("\\# heading")
-    for token in ("**", "__", "~~", "`", "||", "[click]", "<@", "<#", "<t:", "<:"):
-        assert token not in out.replace("\\" + token[0], "")
-    assert "@everyone" not in out and "@here" not in out
-    assert "https://ok.example/a_b_c" in out  # links stay clickable, unescaped
-    assert plain(out) == "# heading " + nasty.replace("@\u200b", "@")
-    assert render.escape("> quote").startswith("\\>")
-    assert render.escape("> quote") == "\\> quote" and render.escape("- x") == "\\- x"
-    assert render.escape("12. item") == "12\\. item"  # "\\12." would show its backslash
-
-
-def test_answer_embed_bolds_keywords_and_quotes_verbatim():
-    src = Source(id="a", title="Darroch resigns", url="https://news.example/x",
-                 publisher="Example News")
-    other = Source(id="b", title="Copy of it", publisher="Wire")
-    c = Citation(n=1, quote="Theresa May had defended Darroch.", source=src, start=0, end=30,
-                 also_in=(other,))
-    a = Answer(question="who defended Darroch?", answered=True,
-               answer="Theresa May had defended Darroch.", citations=(c,),
-               keywords=("defend", "darroch"))
-    e = render.answer_embed(a)
-    assert "**defended**" in e["description"] and "**Darroch**" in e["description"]
-    f = e["fields"][0]
-    assert f["name"] == "[1] Darroch resigns"
-    assert plain(f["value"]).startswith("“Theresa May had defended Darroch.”")
-    assert "[Example News](https://news.example/x)" in f["value"]
-    assert "*also in:* Copy of it (Wire)" in f["value"]
-    assert_fits(e)
-
-
-def test_unanswered_says_so_plainly():
-    e = render.answer_embed(Answer(question="q?", answered=False, answer="nope"))
-    assert e["description"] == render.NOT_ANSWERED
-    assert "fields" not in e
-
-
-def test_huge_answer_is_cut_to_every_limit():
-    a = huge_answer()
-    for e in (render.answer_embed(a), render.more_embed(a)):
-        assert_fits(e)
-        assert e["title"].endswith("…")
-        assert all(f["value"] for f in e.get("fields", []))
-    e = render.answer_embed(a)
-    assert e["description"].endswith("…") and len(e["fields"]) >= 3
-    assert "@everyone" not in json.dumps(e, ensure_ascii=False)
-    many = [Source(id=str(i), title="T" * 5000, chunks=i, publisher="P" * 500,
-                   url="https://x.example/" + "b" * 600, added_at="2026-01-01T00:00:00Z")
-            for i in range(95)]
-    assert render.page_count(len(many)) == 10
-    assert_fits(render.sources_embed(many, 10))
-    assert render.sources_embed(many, 99)["footer"]["text"].startswith("Page 10 of 10")
-    assert len(render.notice("n" * 5000)) == render.CONTENT
-
-
-def test_answers_round_trip_through_bot_data(tmp_path):
-    data = BotData(tmp_path / "b.sqlite")
-    a = huge_answer("q?")
-    assert answer_from_record(answer_to_record(a)) == a
-    answer_id = data.save_answer(a, user_id=1, channel_id=2)
-    assert data.answer(answer_id).more == a.more
-    assert data.vote(answer_id, 7, 1) and data.vote(answer_id, 7, -1)
-    assert not data.vote(answer_id + 1, 7, 1)
-    rows = data.feedback()
-    assert [(r["user_id"], r["vote"]) for r in rows] == [(7, -1)]
-    assert json.loads(rows[0]["answer"])["question"] == "q?"
-    data.close()
-
-
-# -- rules (plain Python) ------------------------------------------------------------------------
-
-def test_cooldown_window():
-    now = [0.0]
-    cd = Cooldown(2, 30, clock=lambda: now[0])
-    assert cd.wait(1) == 0 and cd.wait(1) == 0
-    assert cd.wait(1) == pytest.approx(30)
-    assert cd.wait(2) == 0  # per user
-    now[0] = 30.5
-    assert cd.wait(1) == 0
-
-
-def test_conversations_remember_recent_questions_per_user_and_channel():
-    now = [0.0]
-    conv = Conversations(keep=2, ttl=60, clock=lambda: now[0])
-    for q in ("a", "b", "c"):
-        conv.remember(1, 10, q)
-    assert [t.question for t in conv.recent(1, 10)] == ["b", "c"] and conv.recent(1, 11) == ()
-    now[0] = 61
-    assert conv.recent(1, 10) == ()
-
-
-def test_mention_question():
-    assert mention_question("<@42> who defended Darroch?", 42) == "who defended Darroch?"
-    assert mention_question("hey <@!42>  why?", 42) == "hey why?"
-    assert mention_question("<@&7> why?", 42, (7,)) == "why?"
-    assert mention_question("no mention", 42) is None
-    assert mention_question("@everyone why?", 42) is None
-    assert mention_question("in a DM", 42, is_dm=True) == "in a DM"
-
-
-def test_fair_queue_lets_a_newcomer_go_before_a_burst():
-    order: list[str] = []
-
-    def job(name: str) -> str:
-        time.sleep(0.01)
-        order.append(name)
-        return name
-
-    async def main() -> list[str]:
-        q = FairQueue(workers=1)
-        burst = [asyncio.create_task(q.run("a", lambda i=i: job(f"a{i}"))) for i in range(20)]
-        await asyncio.sleep(0.03)
-        late = asyncio.create_task(q.run("b", lambda: job("b")))
-        await asyncio.gather(*burst, late)
-        q.close()
-        return order
-
-    order = asyncio.run(main())
-    assert len(order) == 21 and order.index("b") <= 5
-
-
-def test_fair_queue_survives_cancelled_callers():
-    async def main() -> str:
-        q = FairQueue(workers=1)
-        running = asyncio.create_task(q.run("a", lambda: time.sleep(0.05)))
-        waiting = [asyncio.create_task(q.run("b", lambda: "never")) for _ in range(3)]
-        await asyncio.sleep(0.01)
-        for task in waiting:
-            task.cancel()
-        await running
-        result = await asyncio.wait_for(q.run("c", lambda: "ran"), 5)
-        assert q.waiting == 0 and q._running == 0
-        q.close()
-        return result
-
-    assert asyncio.run(main()) == "ran"
-
-
-def test_refusals():
-    asker = Asker(None, None, DiscordConfig(allowed_channels=[5], allow_dms=False))
-    assert asker.refusal(Place(5)) is None
-    assert asker.refusal(Place(6, parent_id=5)) is None  # a thread of an allowed channel
-    assert asker.refusal(Place(6)) == discord_bot.NOT_HERE
-    assert asker.refusal(Place(9, is_dm=True)) == discord_bot.NO_DMS
-    asker.close()
 
 
 # -- the real client against the fake Discord ----------------------------------------------------
@@ -435,13 +246,13 @@ def test_channel_allow_list_and_direct_messages(harness, monkeypatch):
     with pytest.raises(TimeoutError):
         fake.reply_to(ignored, timeout=0.1)
     inter = fake.slash("ask", user_id=user, channel_id=fake.other, question="who is Darroch?")
-    assert fake.callback(inter).body["data"]["content"] == discord_bot.NOT_HERE
+    assert fake.callback(inter).body["data"]["content"] == asking.NOT_HERE
 
     dm = fake.reply_to(fake.say("who defended Darroch?", user_id=harness.user(), dm=True))
     assert dm.body.get("embeds") and "/channels/" in dm.path
     monkeypatch.setattr(harness.asker.settings, "allow_dms", False)
     dm = fake.reply_to(fake.say("who defended Darroch?", user_id=harness.user(), dm=True))
-    assert dm.body["content"] == discord_bot.NO_DMS
+    assert dm.body["content"] == asking.NO_DMS
 
 
 def test_resumes_after_a_gateway_disconnect(harness):

@@ -26,7 +26,7 @@ from bot import discord_admin, discord_bot
 from bot.config import Config, DiscordConfig
 from bot.discord_admin import Updater
 from bot.discord_bot import run_bot
-from index.library import Library
+from index.library import Library, UpdateReport
 from index.store import current_generation
 
 from .botharness import RunningBot, running_bot
@@ -92,6 +92,20 @@ def admin(seeds_library, tmp_path_factory):
 
 def _content(edit: Request) -> str:
     return edit.body["content"]
+
+
+def test_an_update_report_names_files_without_the_servers_folders():
+    report = UpdateReport(added=["/srv/citebot/articles/owls.txt", "https://news.example/a"],
+                          removed=["/srv/citebot/articles/old.txt"],
+                          duplicates=[("/srv/citebot/articles/copy.txt",
+                                       "/srv/citebot/articles/owls.txt")],
+                          skipped=[("/srv/citebot/articles/x.pdf",
+                                    "/srv/citebot/articles/x.pdf is an encrypted PDF")],
+                          chunks_total=3, generation="g2")
+    text = discord_admin.summary("Re-indexed", report)
+    assert "Added: owls.txt, https://news.example/a" in text and "Removed: old.txt" in text
+    assert "Skipped copy.txt: same text as owls.txt" in text
+    assert "Skipped: x.pdf is an encrypted PDF." in text and "/srv" not in text
 
 
 def test_admin_commands_are_registered(admin):

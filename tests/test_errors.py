@@ -9,9 +9,9 @@ import asyncio
 import pytest
 
 import index
+from bot.asker import Asker
 from bot.botdata import BotData
 from bot.config import ConversationConfig, DiscordConfig
-from bot.discord_bot import Asker
 from bot.errors_text import for_members, for_terminal
 from index import CitebotError, IndexCorrupt, IndexNotFound, ModelMismatch
 from index.store import current_generation
