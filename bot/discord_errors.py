@@ -31,10 +31,10 @@ _PATH = re.compile(r"(?<![\w/:.\-])(?:~|\.{1,2})?/[^\s:;,'\"()]+")
 
 def member_error_text(exc: BaseException) -> str:
     """The reason to show a Discord member for exc: one escaped sentence, no command, no path."""
-    if isinstance(exc, CitebotError) and exc.remedy:  # the admins' to fix: say whom to ask
-        return render.full_stop(for_members(exc))
     if isinstance(exc, IndexNotFound | IndexCorrupt | ModelMismatch):
         return render.full_stop(NEEDS_REBUILD)
+    if isinstance(exc, CitebotError) and exc.remedy:  # the admins' to fix: say whom to ask
+        return render.full_stop(for_members(exc))
     if isinstance(exc, IndexBusy):
         return render.full_stop(UPDATING)
     if not isinstance(exc, CitebotError):
