@@ -17,6 +17,7 @@ class IndexConfig:
     sources: list[str] = field(default_factory=lambda: ["seeds"])
     watch: bool = False
     watch_quiet: float = 2.0
+    ray: str = ""
 
 
 @dataclass
