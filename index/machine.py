@@ -1,9 +1,9 @@
-"""This machine as the embedder sees it: usable CPUs, the CPU's name, package versions, and the
-small JSON files in which it remembers what it measured.
+"""This machine as the embedder sees it: usable CPUs and how to split them into threads, the
+CPU's name, package versions, and the small JSON files in which it remembers what it measured.
 
-The one place that counts CPUs: the embedder, the bulk-path measurement and the benchmarks all
-ask here, so a process limited to fewer cores than the host (taskset, a container, a Ray actor)
-is counted the same everywhere.
+The one place that counts CPUs and sets thread counts: the embedder, the bulk-path measurement
+and the benchmarks all ask here, so a process limited to fewer cores than the host (taskset, a
+container, a Ray actor) is counted the same everywhere.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import functools
 import json
 import os
 import platform
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -70,13 +70,19 @@ def write_json(file: Path, data: dict[str, Any]) -> None:
 
 
 @contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op threads for the threads started inside the block."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
+def thread_count(get: Callable[[], int], put: Callable[[int], None], n: int) -> Iterator[None]:
+    """A library's thread count (torch's, FAISS's OpenMP) set to n inside the block, then
+    restored: the one helper for every such setting."""
+    old = get()
+    put(n)
     try:
         yield
     finally:
-        torch.set_num_threads(old)
+        put(old)
+
+
+def torch_threads(n: int) -> AbstractContextManager[None]:
+    """torch's intra-op threads for the threads started inside the block."""
+    import torch
+
+    return thread_count(torch.get_num_threads, torch.set_num_threads, n)
