@@ -68,7 +68,6 @@ class RayEmbedder:
             return self.local.encode(texts, batch_size=batch_size, progress=progress)
         # The path this process would take (measured once per machine, as in-process).
         path = self.local.route(texts)
-        self.local._last = path
         return self._on_cluster(texts, path, batch_size or self.local.batch_size, progress)
 
     def _on_cluster(self, texts: list[str], path: str, bs: int,

@@ -69,6 +69,15 @@ def test_without_ray_the_flag_says_how_to_install_it(index_copy, capsys, monkeyp
     assert err.strip().count("\n") == 0 and "pip install 'citebot[ray]'" in err
 
 
+def test_the_config_key_asks_for_ray_too(index_copy, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    config = tmp_path / "config.toml"
+    config.write_text('[index]\nray = "local"\n')
+    code, _, err = run_cli(capsys, "--config", config, "--index", index_copy, "index", "build",
+                           SEEDS)
+    assert code == 1 and "pip install 'citebot[ray]'" in err
+
+
 def test_ray_stays_out_of_help_and_queries(seeds_index):
     code = ("import sys, contextlib, io\n"
             "from bot.cli import main\n"
