@@ -23,6 +23,7 @@ from .errors import CitebotError
 LOCAL = "local"  # the address meaning: a Ray on this machine (or the one RAY_ADDRESS names)
 INSTALL = "pip install 'citebot[ray]'"
 _BATCHES_PER_CALL = 8  # texts an actor receives at once, in the embedder's batches
+_MAX_BLOCKS = 10_000
 
 
 def import_ray():
@@ -80,12 +81,16 @@ class RayEmbedder:
                     "device": self.local.device, "batch_size": bs,
                     "backend": self.local.backend,
                     "cache_dir": str(self.local.cache_dir) if self.local.cache_dir else None}
+        # Blocks of one call each, and one call in flight per actor: otherwise the first actor
+        # to finish loading takes every block and the others idle.
+        per_call = bs * _BATCHES_PER_CALL
+        blocks = max(actors, min(-(-len(texts) // per_call), _MAX_BLOCKS))
         data = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)],
-                                   override_num_blocks=max(actors, len(texts) // (bs * 32) + 1))
+                                   override_num_blocks=blocks)
+        pool = ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1)
         vectors = data.map_batches(
             EmbedActor, fn_constructor_args=(settings, path), batch_format="numpy",
-            batch_size=bs * _BATCHES_PER_CALL, compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=1, num_gpus=1 if gpus else 0)
+            batch_size=per_call, compute=pool, num_cpus=1, num_gpus=1 if gpus else 0)
         out = np.zeros((len(texts), self.local.dim), dtype=np.float32)
         self.workers = set()
         for batch in vectors.iter_batches(batch_size=None, batch_format="numpy"):
