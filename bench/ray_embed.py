@@ -54,10 +54,10 @@ def measure(texts: list[str], cache: Path, rounds: int, actors: int) -> dict:
                     began = time.perf_counter()
                     vecs[name] = run(texts)
                     times[name].append(time.perf_counter() - began)
+            workers = len(on_ray.workers)
             began = time.perf_counter()
             on_ray.encode(texts[:16])
             fixed_s = time.perf_counter() - began
-            workers = len(on_ray.workers)
         finally:
             ray.shutdown()
     cos = (vecs["ray"] * vecs["in-process"]).sum(1)

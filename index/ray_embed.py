@@ -102,14 +102,14 @@ class RayEmbedder:
 
     def _connect(self) -> None:
         ray = self._ray
+        ray.data.DataContext.get_current().enable_progress_bars = False  # ours is the bar
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notes are not the user's
         if ray.is_initialized():
             return
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
         try:
             ray.init(address=None if self.address == LOCAL else self.address,
                      include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, **self.init_args)
+                     logging_level=logging.ERROR, **self.init_args)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise CitebotError(f"cannot reach the Ray cluster at {self.address}: {exc}") from exc
 
