@@ -63,6 +63,19 @@ def library(index_dir: Path, seeds_library: Library) -> Library:
     return Library(index_dir, seeds_library.embedder, seeds_library.settings)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def small_bulk_measurement():
+    """The bulk-path measurement on its smallest sample (16 texts): a run measures once, in
+    seconds; the full measurement is bench/build.py's to time."""
+    from index import bulk_path
+
+    real = bulk_path.calibration_texts
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bulk_path, "calibration_texts",
+                      lambda vocab, max_tokens, count: real(vocab, max_tokens, 0))
+        yield
+
+
 @pytest.fixture(scope="session")
 def shared_eval() -> Path:
     """../shared/eval (beside the checkout, or beside the main one of a worktree); the test

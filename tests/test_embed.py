@@ -46,13 +46,9 @@ def cache(model_cache) -> Path:
 @pytest.fixture(scope="session")
 def prepared(cache) -> Embedder:
     """The default Embedder after prepare(): ONNX export made (or the session's reused), bulk
-    path measured, on the smallest sample (bench/build.py times the full measurement)."""
+    path measured (on the small sample, see conftest)."""
     embedder = Embedder(cache_dir=cache)
-    real = bulk_path.calibration_texts
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bulk_path, "calibration_texts",
-                      lambda vocab, max_tokens, count: real(vocab, max_tokens, 0))
-        embedder.prepare()
+    embedder.prepare()
     return embedder
 
 
