@@ -161,6 +161,7 @@ def measure(corpus: Path, limit: int, slice_size: int, calibrate: bool, tmp: Pat
     from bot.app import embedder_for
     from bot.config import Config
     from index.embed import Embedder
+    from index.machine import usable_cpus
 
     chosen = embedder_for(Config())  # what `citebot index build` uses
     chosen.prepare()  # reads the cached bulk choice (measures it if there is none)
@@ -182,8 +183,7 @@ def measure(corpus: Path, limit: int, slice_size: int, calibrate: bool, tmp: Pat
         "chosen": chosen.encode,
         **{f"forced {b}": e.encode for b, e in others.items()},
     }
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    ceiling = arithmetic_ceiling(st[0].auto_model, float(np.mean(tokens)) + 2, cores or 1)
+    ceiling = arithmetic_ceiling(st[0].auto_model, float(np.mean(tokens)) + 2, usable_cpus())
     began = time.perf_counter()
     seconds, vecs = interleaved(paths, sample, slice_size)
     paths_s = time.perf_counter() - began

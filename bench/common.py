@@ -16,7 +16,21 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 OUT = ROOT / "bench" / "out"  # kept between runs (the SQuAD index); not committed
 SEEDS = ROOT / "seeds"
-SQUAD = Path("/work/shared/eval/squad")
+
+
+def _shared_eval() -> Path:
+    """../shared/eval beside this checkout (CI), else beside the main checkout when this is a
+    git worktree; the first place when neither exists (callers check and skip)."""
+    places = [ROOT.parent / "shared" / "eval"]
+    git = ROOT / ".git"
+    if git.is_file() and git.read_text().startswith("gitdir:"):  # .../main/.git/worktrees/NAME
+        main = Path(git.read_text().split(":", 1)[1].strip()).parent.parent.parent
+        places.append(main.parent / "shared" / "eval")
+    return next((p for p in places if p.is_dir()), places[0])
+
+
+SHARED_EVAL = _shared_eval()  # the shared evaluation sets, read-only; may be absent
+SQUAD = SHARED_EVAL / "squad"
 # Modules that must stay off the query path (the ONNX runtime is allowed there).
 HEAVY = ("torch", "sentence_transformers", "transformers", "onnxruntime")
 
@@ -26,15 +40,12 @@ def load_average() -> str:
 
 
 def machine_line() -> str:
-    """Date, cores, CPU and load average, without importing anything heavy."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in
-                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{datetime.now().isoformat(timespec='minutes')}; {os.cpu_count()} CPUs ({cpu}); "
-            f"Python {platform.python_version()}; load average {load_average()}")
+    """Date, usable cores, CPU and load average, without importing anything heavy."""
+    from index.machine import cpu_model, usable_cpus
+
+    return (f"{datetime.now().isoformat(timespec='minutes')}; {usable_cpus()} CPUs "
+            f"({cpu_model()}); Python {platform.python_version()}; "
+            f"load average {load_average()}")
 
 
 def env() -> dict[str, str]:

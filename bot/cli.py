@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true", help="start from scratch")
     p.add_argument("--prune", action="store_true",
                    help="drop sources that vanished from the given folders")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="embed on a Ray cluster (default: a local Ray); needs citebot[ray]")
     p = cmd("add", cmd_add, "add or refresh sources in the index", ixs)
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p = cmd("remove", cmd_remove, "drop sources and their chunks", ixs)
@@ -118,6 +120,10 @@ def cmd_build(args) -> int:
     cfg = _config(args)
     specs = args.sources or source_specs(cfg)
     lib = make_library(cfg, getattr(args, "index", None))
+    if ray := args.ray or cfg.index.ray:
+        from index import RayEmbedder
+
+        lib.embedder = RayEmbedder(lib.embedder, ray)
     report = lib.update(specs, rebuild=args.rebuild, prune=args.prune,
                         progress=progress_bar(lib.embedder))
     print(render_report(report))

@@ -37,6 +37,7 @@ class IndexConfig:
     sources: list[str] = setting(["seeds"], empty=False)
     watch: bool = False
     watch_quiet: float = setting(2.0, max=3600)
+    ray: str = ""
 
 
 @dataclass

@@ -23,6 +23,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "AnswerSettings": ("answer", "AnswerSettings"),
     "Embedder": ("embed", "Embedder"),
     "BACKENDS": ("embed", "BACKENDS"),
+    "RayEmbedder": ("ray_embed", "RayEmbedder"),  # loads Ray only when it embeds
     # records
     "Source": ("records", "Source"),
     "Document": ("records", "Document"),

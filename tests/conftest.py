@@ -1,27 +1,49 @@
-"""Shared fixtures: one real model per test session, one seeds index built from it.
+"""Shared fixtures: one real model per test session, one seeds index built from it, and a
+temporary HOME and model cache for the whole run.
 
-Paths and the seeds Config come from bench/common.py, which the benchmarks run against too,
-so a test and a benchmark of the seeds index always mean the same index.
+Before any test imports the model stack, HOME and XDG_CACHE_HOME point into one temporary
+folder for the session (and every process the tests start inherits them), so the ONNX export
+is made once per run, shared by every test, and removed with the folder at the end: the tests
+write nothing into the user's home.
+
+Paths, the seeds Config and the shared evaluation sets come from bench/common.py, which the
+benchmarks run against too; test files take them from here, never from bench/ directly.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from bench.common import ROOT, SEEDS, seeds_config
+from bench.common import ROOT, SEED_QUESTIONS, SEEDS, SHARED_EVAL, seeds_config
 
 if TYPE_CHECKING:  # imported lazily below: the environment must be set before the model stack
     from index.library import Library
 
-__all__ = ["ROOT", "SEEDS", "library", "run_cli", "seeds_config"]
+__all__ = ["MODEL_CACHE", "REAL_HOME", "ROOT", "SEEDS", "SEED_QUESTIONS", "SHARED_EVAL",
+           "SESSION_DIR", "library", "run_cli", "seeds_config"]
 
+REAL_HOME = Path(os.environ.get("HOME") or Path.home())  # the user's, never written to
+# Made when this conftest loads, which pytest does before it imports any test module.
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="citebot-tests-"))
+MODEL_CACHE = SESSION_DIR / "cache" / "citebot"  # what bot.app.cache_dir gives from here on
+
+os.environ["HOME"] = str(SESSION_DIR / "home")
+os.environ["XDG_CACHE_HOME"] = str(SESSION_DIR / "cache")
+os.environ["XDG_CONFIG_HOME"] = str(SESSION_DIR / "config")  # matplotlib and friends
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+(SESSION_DIR / "home").mkdir()
+
+
+def pytest_unconfigure(config) -> None:
+    """The run is over: the temporary home and cache (with its ONNX export) go."""
+    shutil.rmtree(SESSION_DIR, ignore_errors=True)
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -39,6 +61,34 @@ def library(index_dir: Path, seeds_library: Library) -> Library:
     from index.library import Library
 
     return Library(index_dir, seeds_library.embedder, seeds_library.settings)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def small_bulk_measurement():
+    """The bulk-path measurement on its smallest sample (16 texts): a run measures once, in
+    seconds; the full measurement is bench/build.py's to time."""
+    from index import bulk_path
+
+    real = bulk_path.calibration_texts
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bulk_path, "calibration_texts",
+                      lambda vocab, max_tokens, count: real(vocab, max_tokens, 0))
+        yield
+
+
+@pytest.fixture(scope="session")
+def shared_eval() -> Path:
+    """../shared/eval (beside the checkout, or beside the main one of a worktree); the test
+    is skipped where it is absent."""
+    if not SHARED_EVAL.is_dir():
+        pytest.skip(f"no shared evaluation sets at {SHARED_EVAL}")
+    return SHARED_EVAL
+
+
+@pytest.fixture(scope="session")
+def model_cache() -> Path:
+    """The session's model cache: one ONNX export and bulk measurement for the whole run."""
+    return MODEL_CACHE
 
 
 @pytest.fixture(scope="session")

@@ -29,10 +29,10 @@ from index.answer import (
 from index.lexical import Lexical, tokenize
 from index.library import Library
 
-from .conftest import ROOT, library
+from .conftest import ROOT, SHARED_EVAL, library
 
 DATA = ROOT / "tests" / "data"
-SHARED = ROOT.parent / "shared" / "eval"
+SHARED = SHARED_EVAL
 _TR = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"'})
 
 

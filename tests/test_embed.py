@@ -1,6 +1,7 @@
 """The embedder's fast paths against the sentence-transformers reference, with the real model.
 
-One ONNX export and one bulk measurement are made per session and shared by every test.
+One ONNX export and one bulk measurement are made per session (in the session's model cache,
+see conftest) and shared by every test.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from index import bulk_path
 from index.embed import MIN_COSINE, Embedder
 
 from .conftest import ROOT, SEEDS
@@ -36,13 +39,14 @@ QUESTIONS = [
 
 
 @pytest.fixture(scope="session")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("embed-cache")
+def cache(model_cache) -> Path:
+    return model_cache
 
 
 @pytest.fixture(scope="session")
 def prepared(cache) -> Embedder:
-    """The default Embedder after prepare(): ONNX export made, bulk path measured."""
+    """The default Embedder after prepare(): ONNX export made (or the session's reused), bulk
+    path measured (on the small sample, see conftest)."""
     embedder = Embedder(cache_dir=cache)
     embedder.prepare()
     return embedder
@@ -176,7 +180,7 @@ def test_failed_export_leaves_nothing_behind(prepared, tmp_path, caplog, monkeyp
 def test_bulk_choice_is_accurate_and_measured_once(cache, prepared, reference, passages,
                                                    monkeypatch):
     saved = json.loads((cache / "bulk-backend.json").read_text())
-    (found,) = saved.values()
+    found = saved[prepared._bulk_key()]
     choice = found["backend"]
     assert choice in ("torch", "bf16", "onnx")
     assert found["min_cosine"][choice] >= MIN_COSINE
@@ -197,7 +201,7 @@ def test_an_old_no_faster_path_verdict_is_measured_again(cache, prepared, monkey
     """A machine measured while busy may have chosen the reference; that verdict expires."""
     file = cache / "bulk-backend.json"
     saved = json.loads(file.read_text())
-    (key,) = saved
+    key = prepared._bulk_key()
     measured = []
 
     def fake_measure(self):
@@ -207,11 +211,11 @@ def test_an_old_no_faster_path_verdict_is_measured_again(cache, prepared, monkey
 
     monkeypatch.setattr(Embedder, "_measure", fake_measure)
     try:
-        file.write_text(json.dumps({key: {**saved[key], "backend": "torch",
-                                          "measured": datetime.now(UTC).isoformat()}}))
+        file.write_text(json.dumps({**saved, key: {**saved[key], "backend": "torch",
+                                                   "measured": datetime.now(UTC).isoformat()}}))
         assert Embedder(cache_dir=cache)._bulk_choice() == "torch" and not measured
-        file.write_text(json.dumps({key: {**saved[key], "backend": "torch",
-                                          "measured": "2020-01-01T00:00:00+00:00"}}))
+        file.write_text(json.dumps({**saved, key: {**saved[key], "backend": "torch",
+                                                   "measured": "2020-01-01T00:00:00+00:00"}}))
         assert Embedder(cache_dir=cache)._bulk_choice() == "bf16" and measured == [1]
     finally:
         file.write_text(json.dumps(saved))
@@ -257,3 +261,54 @@ def test_bulk_path_is_measured_only_when_bulk_work_comes(prepared, tmp_path, mon
     embedder.encode(["a short text", "another one"])
     assert measured == [1] and embedder.backend_used == "onnx"
     assert (tmp_path / "bulk-backend.json").exists()
+
+
+def test_encode_on_runs_the_named_path(prepared, reference):
+    texts = QUESTIONS[:4]
+    for path in ("onnx", "torch", "bf16"):
+        vecs = prepared.encode_on(path, texts)
+        assert _cosines(vecs, reference(texts)).min() >= MIN_COSINE, path
+    assert prepared.route(texts) == "onnx"  # what encode() would have taken
+    with pytest.raises(ValueError, match="path"):
+        prepared.encode_on("int8", texts)
+
+
+def test_a_question_during_the_bulk_measurement_stays_off_torch(prepared, reference, tmp_path,
+                                                               monkeypatch):
+    """A first bulk update in the bot measures the bulk paths; a member's question asked
+    meanwhile must still take the ONNX path (never torch) and not wait for the measurement."""
+    embedder = Embedder(cache_dir=tmp_path)
+    shutil.copytree(prepared.onnx_dir, embedder.onnx_dir)
+    embedder._st = prepared._load()  # share the loaded model; the routing is under test
+    monkeypatch.setattr(bulk_path, "calibration_texts",  # a quick measurement will do
+                        lambda vocab, max_tokens, count: [" ".join(QUESTIONS)] * 8)
+    measuring, asked = threading.Event(), threading.Event()
+    torch_threads: list[str] = []  # who ran the reference or bf16 path
+    real_reference, real_bf16 = Embedder._encode_reference, Embedder._bf16_model
+
+    def spy_reference(self, *args):
+        torch_threads.append(threading.current_thread().name)
+        if threading.current_thread().name == "measuring":
+            measuring.set()
+            asked.wait(20)  # hold the measurement mid-way until the question is answered
+        return real_reference(self, *args)
+
+    def spy_bf16(self):
+        torch_threads.append(threading.current_thread().name)
+        return real_bf16(self)
+
+    monkeypatch.setattr(Embedder, "_encode_reference", spy_reference)
+    monkeypatch.setattr(Embedder, "_bf16_model", spy_bf16)
+    worker = threading.Thread(target=embedder.prepare, name="measuring")
+    worker.start()
+    try:
+        assert measuring.wait(60)
+        vec = embedder.encode_query(QUESTIONS[0])
+        answered_while_measuring = worker.is_alive() and not asked.is_set()
+    finally:
+        asked.set()
+        worker.join(120)
+    assert answered_while_measuring
+    assert set(torch_threads) == {"measuring"} and embedder.backend_used == "onnx"
+    assert float(vec @ reference(QUESTIONS[:1])[0]) >= 0.9999
+    assert (tmp_path / "bulk-backend.json").exists()  # the measurement itself went through

@@ -14,11 +14,11 @@ from index.errors import BadQuestionFile
 from index.evaluate import Question, evaluate, load_questions, parse_question
 from index.records import Answer, Chunk, Hit, Source
 
-from .conftest import SEEDS, run_cli
+from .conftest import SEEDS, SHARED_EVAL, run_cli
 
 DATA = Path(__file__).parent / "data" / "eval"
 SCORE = DATA / "score.py"
-SHARED = Path("/work/shared/eval")
+SHARED = SHARED_EVAL
 
 
 def hit(rank: int, text: str, path: str | None, score: float = 0.5) -> Hit:
