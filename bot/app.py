@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from index.answer import AnswerSettings
-from index.embed import BACKENDS, Embedder
+from index.embed import BACKENDS, DEFAULT_MODEL, Embedder, resolve_model
 from index.errors import CitebotError
 from index.ingest import is_web_url
 from index.library import Library, Settings
@@ -65,9 +65,17 @@ def embedder_for(cfg: Config) -> Embedder:
         if cfg.model.backend not in BACKENDS:
             raise CitebotError(f"config key model.backend should be one of {', '.join(BACKENDS)}"
                                f", not {cfg.model.backend!r}")
-        _EMBEDDERS[key] = Embedder(cfg.model.name, device=cfg.model.device,
-                                   batch_size=cfg.model.batch_size, backend=cfg.model.backend,
-                                   cache_dir=cache)
+        try:
+            _EMBEDDERS[key] = Embedder(cfg.model.name, device=cfg.model.device,
+                                       batch_size=cfg.model.batch_size,
+                                       backend=cfg.model.backend, cache_dir=cache)
+        except CitebotError as exc:
+            if resolve_model(cfg.model.name)[1] is not None:  # a folder or the packaged one
+                raise
+            raise CitebotError(  # the hub's several lines about offline mode, said plainly
+                f"unknown model {cfg.model.name!r} (config key model.name): give "
+                f"{DEFAULT_MODEL} or a folder holding a sentence-transformers model; "
+                "citebot downloads nothing") from exc
     return _EMBEDDERS[key]
 
 
