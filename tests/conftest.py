@@ -41,6 +41,14 @@ def library(index_dir: Path, seeds_library: Library) -> Library:
     return Library(index_dir, seeds_library.embedder, seeds_library.settings)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _state_home(tmp_path_factory) -> Path:
+    """citebot's log file (bot.cli.log_path) lands in a temporary folder, not the user's."""
+    state = tmp_path_factory.mktemp("state")
+    os.environ["XDG_STATE_HOME"] = str(state)
+    return state
+
+
 @pytest.fixture(scope="session")
 def seeds_index(tmp_path_factory) -> Path:
     """A seeds index built once per session with the real model; tests copy, never modify."""
