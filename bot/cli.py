@@ -31,6 +31,18 @@ EPILOG = """examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with the arguments it echoes in usage errors shown through render.safe."""
+
+    def _print_message(self, message: str, file=None) -> None:
+        from .render import safe
+
+        super()._print_message(safe(message) if message else message, file)
+
+    def error(self, message: str):
+        super().error(message.replace("\n", "\\n"))  # an argument's newline: still one line
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                    help="config file (default: ./config.toml if present)")
@@ -39,7 +51,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="citebot", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Answer questions from your articles with quoted, cited passages.")
     _common(ap)
@@ -114,6 +126,25 @@ def _seconds(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text}")
     return value
+
+
+_PATH_ARGS = ("config", "index", "sources", "queries", "questions", "qa_file", "plot")
+
+
+def _check_paths(args) -> None:
+    """Refuse what cannot be a file name before the OS calls deep inside raise on it: a NUL,
+    or a surrogate that no bytes decode to (argv's undecodable bytes come as \\udc80-\\udcff,
+    which are fine)."""
+    for name in _PATH_ARGS:
+        value = getattr(args, name, None)
+        for path in [value] if isinstance(value, str) else value or []:
+            try:
+                if "\0" in path:
+                    raise ValueError("it holds a NUL character")
+                os.fsencode(path)
+            except (ValueError, UnicodeEncodeError) as exc:
+                reason = exc.reason if isinstance(exc, UnicodeEncodeError) else exc
+                raise CitebotError(f"{path!r} is not a file name ({reason})") from exc
 
 
 def _config(args) -> Config:
@@ -246,7 +277,7 @@ def cmd_watch(args) -> int:
                       on_update=lambda r: print(render_report(r), flush=True),
                       on_error=lambda e: print(f"citebot: {safe(e)}", file=sys.stderr, flush=True))
     missing = next((s for s in watcher.specs if not os.path.exists(s)), None)
-    if missing:  # before the banner, so a typo is one line
+    if missing is not None:  # before the banner, so a typo is one line
         raise SourceUnreadable(f"{missing}: no such file or folder")
     print(safe(f"citebot: watching {', '.join(watcher.specs) or 'nothing'}; Ctrl-C stops"),
           file=sys.stderr, flush=True)
@@ -574,6 +605,7 @@ def _run(argv: list[str] | None, out: _Output) -> int:
 
     try:
         args = build_parser().parse_args(argv)
+        _check_paths(args)
         code = args.func(args)
         out.flush()
         return code

@@ -122,6 +122,8 @@ def load_path(path: str | Path, *, metadata: dict | None = None,
         data = read_bounded(shown, max_bytes)
     except OSError as exc:
         raise SourceUnreadable(_os_reason(shown, exc)) from exc
+    except ValueError as exc:  # a NUL in the name
+        raise SourceUnreadable(f"{shown!r} is not a file name ({exc})") from exc
     meta = {**_sidecar_entry(file), **(metadata or {})}
     if suffix == ".pdf":
         text, found = _extract_pdf(data, shown)
