@@ -230,13 +230,47 @@ def _document(text: str, meta: dict, where: str, *, id_key: str, stem: str,
 
 def _extract_html(html: bytes | str, where: str, url: str | None = None) -> tuple[str, dict]:
     import trafilatura  # imported here: it takes ~0.3 s and only HTML needs it
+    from trafilatura.utils import load_html
 
-    doc = trafilatura.bare_extraction(html, url=url, with_metadata=True, include_comments=False)
+    tree = load_html(html)  # trafilatura's own decoding; no size limit (ours is applied)
+    if tree is None:
+        raise SourceUnreadable(f"{where} has no article text")
+    _drop_empty_markup(tree)
+    doc = trafilatura.bare_extraction(tree, url=url, with_metadata=True, include_comments=False)
     # trafilatura ends each block with one newline; a blank line keeps paragraphs apart.
     text = clean_text((doc.text or "").replace("\n", "\n\n")) if doc else ""
     if not text:
         raise SourceUnreadable(f"{where} has no article text")
     return text, {"title": doc.title, "publisher": doc.sitename, "date": doc.date}
+
+
+# Elements kept although empty: they shape the text around them (line breaks, table cells).
+_KEEP_EMPTY = frozenset({"br", "hr", "img", "td", "th", "tr"})
+_NEVER_TEXT = ("script", "style", "noscript", "template", "svg", "iframe", "object")
+_DROP = "citebot-drop"
+
+
+def _drop_empty_markup(tree) -> None:
+    """Remove what can hold no article text from the body: comments, scripts and elements
+    without text anywhere below them, so a page of 19 MB of markup around three paragraphs
+    reaches trafilatura (whose work and memory grow much faster than the page) as the three
+    paragraphs. Text after a removed element is kept. Linear: one pass marks, lxml's
+    strip_elements removes (dropping elements one by one costs a document each in lxml)."""
+    from lxml import etree
+
+    body = tree.find("body")
+    if body is None:
+        return
+    etree.strip_elements(body, etree.Comment, etree.ProcessingInstruction, *_NEVER_TEXT,
+                         with_tail=False)
+    full = set()  # elements with text somewhere below them
+    for el in reversed(list(body.iter())):  # children before their parents
+        if (el is body or el.tag in _KEEP_EMPTY or (el.text and el.text.strip())
+                or any(c in full or (c.tail and c.tail.strip()) for c in el)):
+            full.add(el)
+        else:
+            el.tag = _DROP
+    etree.strip_elements(body, _DROP, with_tail=False)
 
 
 def _extract_pdf(data: bytes, where: str) -> tuple[str, dict]:
