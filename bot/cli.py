@@ -108,24 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _at_least(low: float, cast: Callable[[str], float], what: str) -> Callable[[str], float]:
+    """An argparse type: a number cast from text, finite and at least low."""
+    def parse(text: str) -> float:
+        try:
+            value = cast(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"must be {what} of at least {low}, not {text!r}")
+        return value
+
+    return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text}")
-    return value
+_positive = _at_least(1, int, "a whole number")
+_seconds = _at_least(0, float, "a finite number of seconds")
 
 
 _PATH_ARGS = ("config", "index", "sources", "queries", "questions", "qa_file", "plot")

@@ -246,9 +246,9 @@ def test_json_escapes_c1_controls_and_round_trips():
 # --- usage errors ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, message", [
-    (["search", "Darroch", "-k", "0"], "-k: must be at least 1"),
-    (["search", "Darroch", "-k", "-1"], "-k: must be at least 1"),
-    (["eval", "qa.jsonl", "-k", "0"], "-k: must be at least 1"),
+    (["search", "Darroch", "-k", "0"], "-k: must be a whole number of at least 1"),
+    (["search", "Darroch", "-k", "-1"], "-k: must be a whole number of at least 1"),
+    (["eval", "qa.jsonl", "-k", "0"], "-k: must be a whole number of at least 1"),
     (["search"], "give either a query or --queries FILE"),
     (["ask", "q", "--questions", "f"], "give either a question or --questions FILE, not both"),
     (["index", "watch", "s", "--quiet", "nan"], "--quiet: must be a finite number"),

@@ -151,3 +151,17 @@ def test_nested_junk_tokens_are_removed_in_linear_time():
     started = time.process_time()
     assert clean_text("keep " + nested + " this") == "keep this"
     assert time.process_time() - started < 5  # one pass per nesting level: minutes
+
+
+def test_big_source_bench_smoke(tmp_path):
+    """bench/big_source.py runs and prints its table (the figures: bench/results)."""
+    from bench import big_source
+    from bench.common import parse_table
+
+    text = big_source.main(["--smoke", "--out", str(tmp_path / "big.md")])
+    rows = parse_table(text)
+    assert [r["source"] for r in rows] == [".txt", ".html"]
+    txt, html = rows
+    assert int(txt["chunks"].replace(",", "")) > 100 and html["text chars"] == "1,926"
+    for row in rows:
+        assert 0 < float(row["peak MB"]) and float(row["beyond start MB"]) < 1000
