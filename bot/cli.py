@@ -159,11 +159,7 @@ def _library(args, build: bool = True, cfg: Config | None = None):
 def _print_json(obj) -> None:
     from .render import json_line
 
-    print(json_line(obj, ascii_only=not _utf8(sys.stdout)))
-
-
-def _utf8(stream) -> bool:
-    return (getattr(stream, "encoding", None) or "").lower().replace("-", "") == "utf8"
+    print(json_line(obj))
 
 
 def cmd_build(args) -> int:

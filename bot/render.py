@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import textwrap
 
 from index.answer import highlight_spans
@@ -34,12 +35,16 @@ def safe(text: object) -> str:
     return _UNSAFE.sub(_escape, str(text))
 
 
-def json_line(obj: object, ascii_only: bool = False) -> str:
+def json_line(obj: object, ascii_only: bool | None = None) -> str:
     """One JSON object on one line: readable Unicode, but no raw C1 control or separator.
 
     json.dumps escapes C0 controls itself; the rest are valid \\u escapes inside strings, the
-    only place such characters can be. ascii_only for a terminal that cannot show Unicode.
+    only place such characters can be. ascii_only (by default: when stdout is not UTF-8, as
+    under PYTHONIOENCODING=ascii) escapes everything beyond ASCII.
     """
+    if ascii_only is None:
+        encoding = getattr(sys.stdout, "encoding", None) or ""
+        ascii_only = encoding.lower().replace("-", "") != "utf8"
     text = json.dumps(obj, ensure_ascii=ascii_only, allow_nan=False)
     return text if ascii_only else _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
