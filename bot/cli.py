@@ -8,18 +8,13 @@ import logging
 import math
 import os
 import sys
-import tempfile
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Callable
 
 from index.errors import BadQuery, CitebotError
 
 from .config import Config, load_config
+from .guard import Output, crash_report, guarded, log_to_stderr, one_line
 
-LOG_NAME = "citebot.log"
 MAX_QUERY_FILE = 100_000_000  # bytes of a --queries/--questions file
 
 EPILOG = """examples:
@@ -456,145 +451,22 @@ def cmd_bot(args) -> int:
     # discord.py's start-up notes (no voice support, "logging in using static token") are
     # not the operator's business; its errors still show.
     logging.getLogger("discord.client").setLevel(logging.ERROR)
-    _log_to_stderr()
+    log_to_stderr()
     try:
         return run_bot(_config(args), getattr(args, "index", None))
     except (OSError, aiohttp.ClientError) as exc:  # no network, DNS, Discord down
-        raise CitebotError(f"cannot reach Discord ({_one_line(exc)}); check the network "
+        raise CitebotError(f"cannot reach Discord ({one_line(exc)}); check the network "
                            "and try again") from exc
-
-
-def log_path() -> Path:
-    """Where details of unexpected errors and library warnings go: $XDG_STATE_HOME/citebot/
-    citebot.log (XDG_STATE_HOME defaults to ~/.local/state)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
-                                                             "state")
-    return Path(base) / "citebot" / LOG_NAME
-
-
-@contextmanager
-def _logging_to_file() -> Iterator[None]:
-    """Library warnings (pypdf on a damaged PDF, the watcher's failures) go to the log file,
-    created only if something is logged, not to the terminal."""
-    root = logging.getLogger()
-    handler = _FileHandler(log_path())
-    handler.setLevel(logging.WARNING)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    logging.captureWarnings(True)
-    try:
-        yield
-    finally:
-        logging.captureWarnings(False)
-        root.removeHandler(handler)
-        handler.close()
-
-
-class _FileHandler(logging.FileHandler):
-    """A FileHandler that makes its folder on first use, and never complains about it."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, delay=True, encoding="utf-8", errors="backslashreplace")
-
-    def _open(self):
-        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
-        return super()._open()
-
-    def handleError(self, record: logging.LogRecord) -> None:  # an unwritable log is no crash
-        pass
-
-
-def _log_to_stderr() -> None:
-    """The bot's running commentary (INFO and up) on stderr, beside the log file."""
-    root = logging.getLogger()
-    if not any(type(h) is logging.StreamHandler for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
-
-
-def _crash_report(exc: BaseException) -> str:
-    """Write exc's traceback to the log; where it went, for the one line the user sees."""
-    text = (f"--- {datetime.now(UTC).isoformat(timespec='seconds')} citebot "
-            f"{_argv_text()}\n{''.join(traceback.format_exception(exc))}")
-    for path in (log_path(), Path(tempfile.gettempdir()) / f"citebot-{os.getuid()}.log"):
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8", errors="backslashreplace") as fh:
-                fh.write(text)
-            return str(path)
-        except OSError:
-            continue
-    return "nowhere (the log could not be written)"
-
-
-def _argv_text() -> str:
-    return " ".join(repr(a) if not a.isprintable() or " " in a else a for a in sys.argv[1:])
-
-
-def _one_line(exc: object) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _tolerant_streams() -> None:
-    """Output never fails on a character the terminal's encoding lacks (it is written as an
-    escape), and undecodable input bytes arrive as surrogates for the question check."""
-    for stream, errors in ((sys.stdout, "backslashreplace"), (sys.stderr, "backslashreplace"),
-                           (sys.stdin, "surrogateescape")):
-        try:
-            stream.reconfigure(errors=errors)
-        except (AttributeError, ValueError, OSError):  # not a text file, or already used
-            pass
-
-
-class _Output:
-    """sys.stdout, remembering a failed write: a full disk under `> file` or /dev/full is
-    the output's failure, told apart from the index's own OSErrors."""
-
-    def __init__(self, stream) -> None:
-        self.stream, self.failed = stream, False
-
-    def write(self, text: str) -> int:
-        return self._guard(self.stream.write, text)
-
-    def flush(self) -> None:
-        self._guard(self.stream.flush)
-
-    def _guard(self, call, *args):
-        try:
-            return call(*args)
-        except OSError:
-            self.failed = True
-            raise
-
-    def __getattr__(self, name: str):
-        return getattr(self.stream, name)
-
-    def silence(self) -> None:
-        """Send what is still buffered, and Python's flush at exit, to /dev/null."""
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self.stream.fileno())
-            os.close(devnull)
-        except (OSError, ValueError, AttributeError):  # no real file descriptor (tests)
-            pass
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure is one line on stderr and a non-zero exit code:
     1 for an error (an unexpected one's details go to the log file), 2 for a usage error."""
-    _tolerant_streams()
-
-    out = sys.stdout = _Output(sys.stdout)
-    try:
-        with _logging_to_file():
-            return _run(argv, out)
-    finally:
-        sys.stdout = out.stream
+    with guarded() as out:
+        return _run(argv, out)
 
 
-def _run(argv: list[str] | None, out: _Output) -> int:
+def _run(argv: list[str] | None, out: Output) -> int:
     from .render import safe
 
     try:
@@ -604,7 +476,7 @@ def _run(argv: list[str] | None, out: _Output) -> int:
         out.flush()
         return code
     except CitebotError as exc:
-        print(f"citebot: error: {safe(_one_line(exc))}", file=sys.stderr)
+        print(f"citebot: error: {safe(one_line(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("citebot: interrupted", file=sys.stderr)
@@ -618,10 +490,11 @@ def _run(argv: list[str] | None, out: _Output) -> int:
             print(f"citebot: error: cannot write the output ({exc.strerror or exc})",
                   file=sys.stderr)
             return 1
-        where = _crash_report(exc)
+        where = crash_report(exc)
         print(f"citebot: error: unexpected {type(exc).__name__}: "
-              f"{safe(_one_line(exc))[:200]} (a bug; details in {where})", file=sys.stderr)
+              f"{safe(one_line(exc))[:200]} (a bug; details in {where})", file=sys.stderr)
         return 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,7 +43,7 @@ def library(index_dir: Path, seeds_library: Library) -> Library:
 
 @pytest.fixture(scope="session", autouse=True)
 def _state_home(tmp_path_factory) -> Path:
-    """citebot's log file (bot.cli.log_path) lands in a temporary folder, not the user's."""
+    """citebot's log file (bot.guard.log_path) lands in a temporary folder, not the user's."""
     state = tmp_path_factory.mktemp("state")
     os.environ["XDG_STATE_HOME"] = str(state)
     return state
