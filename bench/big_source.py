@@ -22,7 +22,6 @@ import hashlib
 import json
 import random
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -100,9 +99,11 @@ class HashEmbedder:
         return self.encode([text])[0]
 
 
-def _rss_mb() -> float:
+def _status_mb(key: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process in MB. Not ru_maxrss: Linux keeps it across
+    exec, so a child of a big process (pytest) would report its parent's size."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) * 1024 / MB
     return 0.0
 
@@ -113,11 +114,11 @@ def child_update(path: str, index_dir: str) -> dict:
 
     embedder = HashEmbedder()
     embedder.token_counts(["warm up the tokenizer"])
-    start_mb = _rss_mb()
+    start_mb = _status_mb("VmRSS")
     began = time.perf_counter()
     report = Library(Path(index_dir), embedder).update([path])  # type: ignore[arg-type]
     seconds = time.perf_counter() - began
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB
+    peak = _status_mb("VmHWM")
     return {"seconds": seconds, "start_mb": start_mb, "peak_mb": peak,
             "chunks": report.chunks_total, "skipped": [why for _, why in report.skipped]}
 
