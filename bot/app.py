@@ -6,7 +6,15 @@ import os
 import sys
 from pathlib import Path
 
-from index import Embedder, IndexNotFound, Library, is_web_url
+from index import (
+    DEFAULT_MODEL,
+    CitebotError,
+    Embedder,
+    IndexNotFound,
+    Library,
+    is_web_url,
+    resolve_model,
+)
 
 from .config import Config, library_settings
 
@@ -40,9 +48,17 @@ def embedder_for(cfg: Config) -> Embedder:
     cache = cache_dir(cfg)
     key = (cfg.model.name, cfg.model.device, cfg.model.batch_size, cfg.model.backend, cache)
     if key not in _EMBEDDERS:
-        _EMBEDDERS[key] = Embedder(cfg.model.name, device=cfg.model.device,
-                                   batch_size=cfg.model.batch_size, backend=cfg.model.backend,
-                                   cache_dir=cache)
+        try:
+            _EMBEDDERS[key] = Embedder(cfg.model.name, device=cfg.model.device,
+                                       batch_size=cfg.model.batch_size,
+                                       backend=cfg.model.backend, cache_dir=cache)
+        except CitebotError as exc:
+            if resolve_model(cfg.model.name)[1] is not None:  # a folder or the packaged one
+                raise
+            raise CitebotError(  # the hub's several lines about offline mode, said plainly
+                f"unknown model {cfg.model.name!r} (config key model.name): give "
+                f"{DEFAULT_MODEL} or a folder holding a sentence-transformers model; "
+                "citebot downloads nothing") from exc
     return _EMBEDDERS[key]
 
 

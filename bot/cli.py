@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from index import CitebotError
+from index import BadQuery, CitebotError
 
 from .errors_text import for_terminal, terminal_remedy
+from .guard import Output, crash_report, guarded, log_to_stderr, one_line
 
 if TYPE_CHECKING:
     from .config import Config
+
+MAX_QUERY_FILE = 100_000_000  # bytes of a --queries/--questions file
 
 EPILOG = """examples:
   citebot ask "who defended Darroch?"
@@ -25,6 +30,18 @@ EPILOG = """examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with the arguments it echoes in usage errors shown through render.safe."""
+
+    def _print_message(self, message: str, file=None) -> None:
+        from .render import safe
+
+        super()._print_message(safe(message) if message else message, file)
+
+    def error(self, message: str):
+        super().error(message.replace("\n", "\\n"))  # an argument's newline: still one line
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                    help="config file (default: ./config.toml if present)")
@@ -33,7 +50,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="citebot", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Answer questions from your articles with quoted, cited passages.")
     _common(ap)
@@ -43,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help, description=func.__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
         _common(p)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, parser=p)
         return p
 
     ix = sub.add_parser("index", help="build, update and inspect the index")
@@ -66,13 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     cmd("check", cmd_check, "verify the index's integrity", ixs)
     p = cmd("watch", cmd_watch, "keep the index in step with source folders as files change", ixs)
     p.add_argument("sources", nargs="*", metavar="SOURCE", help="file or folder to watch")
-    p.add_argument("--quiet", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--quiet", type=_seconds, default=None, metavar="SECONDS",
                    help="wait this long after the last change before updating (default 2)")
 
     p = cmd("search", cmd_search, "ranked passages for a query (for testing retrieval)")
     p.add_argument("query", nargs="?")
     p.add_argument("--queries", metavar="FILE", help="JSON lines with a `query` field")
-    p.add_argument("-k", type=int, default=None, help="passages to return (default 10)")
+    p.add_argument("-k", type=_positive, default=None, help="passages to return (default 10)")
     p.add_argument("--json", action="store_true")
     p = cmd("ask", cmd_ask, "answer a question with cited passages")
     p.add_argument("question", nargs="?")
@@ -80,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = cmd("eval", cmd_eval, "retrieval metrics on a labelled question file")
     p.add_argument("qa_file", metavar="QA_FILE", help="JSON lines with labels (see the README)")
-    p.add_argument("-k", type=int, default=10, help="deepest rank counted (default 10)")
+    p.add_argument("-k", type=_positive, default=10, help="deepest rank counted (default 10)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", metavar="FILE.png", help="save recall@k for k=1..20 as a chart")
     p.add_argument("--no-answers", action="store_true",
@@ -90,6 +107,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one question per line on stdin, one ask JSON object per line out")
     cmd("bot", cmd_bot, "run the Discord bot (token from DISCORD_TOKEN)")
     return ap
+
+
+def _at_least(low: float, cast: Callable[[str], float], what: str) -> Callable[[str], float]:
+    """An argparse type: a number cast from text, finite and at least low."""
+    def parse(text: str) -> float:
+        try:
+            value = cast(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"must be {what} of at least {low}, not {text!r}")
+        return value
+
+    return parse
+
+
+_positive = _at_least(1, int, "a whole number")
+_seconds = _at_least(0, float, "a finite number of seconds")
+
+
+_PATH_ARGS = ("config", "index", "sources", "queries", "questions", "qa_file", "plot")
+
+
+def _check_paths(args) -> None:
+    """Refuse what cannot be a file name before the OS calls deep inside raise on it: a NUL,
+    or a surrogate that no bytes decode to (argv's undecodable bytes come as \\udc80-\\udcff,
+    which are fine)."""
+    for name in _PATH_ARGS:
+        value = getattr(args, name, None)
+        for path in [value] if isinstance(value, str) else value or []:
+            try:
+                if "\0" in path:
+                    raise ValueError("it holds a NUL character")
+                os.fsencode(path)
+            except (ValueError, UnicodeEncodeError) as exc:
+                reason = exc.reason if isinstance(exc, UnicodeEncodeError) else exc
+                raise CitebotError(f"{path!r} is not a file name ({reason})") from exc
 
 
 def _config(args) -> Config:
@@ -106,7 +160,9 @@ def _library(args, build: bool = True, cfg: Config | None = None):
 
 
 def _print_json(obj) -> None:
-    print(json.dumps(obj, ensure_ascii=False))
+    from .render import json_line
+
+    print(json_line(obj))
 
 
 def cmd_build(args) -> int:
@@ -177,11 +233,13 @@ def cmd_stats(args) -> int:
 
     example: citebot index stats
     """
+    from .render import safe
+
     stats = _library(args, build=False).stats()
     if args.json:
         _print_json(stats)
     else:
-        print("\n".join(f"{k:>18}: {v}" for k, v in stats.items()))
+        print("\n".join(f"{k:>18}: {safe(v)}" for k, v in stats.items()))
     return 0
 
 
@@ -190,9 +248,11 @@ def cmd_check(args) -> int:
 
     example: citebot index check
     """
+    from .render import safe
+
     problems = _library(args, build=False).check()
     if problems:
-        print("\n".join(f"citebot: {p}" for p in [*problems, terminal_remedy("rebuild")]),
+        print("\n".join(f"citebot: {safe(p)}" for p in [*problems, terminal_remedy("rebuild")]),
               file=sys.stderr)
         return 1
     print("index is sound")
@@ -206,19 +266,22 @@ def cmd_watch(args) -> int:
 
     example: citebot index watch seeds/ --quiet 5
     """
-    from index import Watcher
+    from index import SourceUnreadable, Watcher
 
     from .app import make_library, source_specs
-    from .render import render_report
+    from .render import render_report, safe
 
     cfg = _config(args)
     quiet = cfg.index.watch_quiet if args.quiet is None else args.quiet
     watcher = Watcher(make_library(cfg, getattr(args, "index", None)),
                       args.sources or source_specs(cfg), quiet=quiet,
                       on_update=lambda r: print(render_report(r), flush=True),
-                      on_error=lambda e: print(f"citebot: {for_terminal(e)}", file=sys.stderr,
-                                             flush=True))
-    print(f"citebot: watching {', '.join(watcher.specs) or 'nothing'}; Ctrl-C stops",
+                      on_error=lambda e: print(f"citebot: {safe(for_terminal(e))}",
+                                             file=sys.stderr, flush=True))
+    missing = next((s for s in watcher.specs if not os.path.exists(s)), None)
+    if missing is not None:  # before the banner, so a typo is one line
+        raise SourceUnreadable(f"{missing}: no such file or folder")
+    print(safe(f"citebot: watching {', '.join(watcher.specs) or 'nothing'}; Ctrl-C stops"),
           file=sys.stderr, flush=True)
     try:
         watcher.run()
@@ -228,11 +291,14 @@ def cmd_watch(args) -> int:
 
 
 def _read_queries(path: str) -> list[dict]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
+    from index import read_bounded
+
+    try:  # a pipe is fine here (<(...)); a device or an endless pipe stops at the cap
+        data = read_bounded(path, MAX_QUERY_FILE, regular_only=False)
+        lines = data.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise CitebotError(f"cannot read {path}: {getattr(exc, 'strerror', exc)}") from exc
+        raise CitebotError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+                           ) from exc
     rows = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -241,16 +307,58 @@ def _read_queries(path: str) -> list[dict]:
             row = json.loads(line)
             if not isinstance(row, dict) or not isinstance(row.get("query"), str):
                 raise ValueError
-        except ValueError as exc:
+        except ValueError as exc:  # RecursionError is not one: very deep JSON is caught too
             raise CitebotError(f"{path} line {n}: expected a JSON object with a "
                                f"\"query\" string") from exc
+        except RecursionError as exc:
+            raise CitebotError(f"{path} line {n}: JSON nested too deeply") from exc
         rows.append(row)
     return rows
 
 
-def _one_of(args, single: str | None, batch: str | None, what: str) -> None:
+def _one_of(args, single: str | None, batch: str | None, what: str, flag: str) -> None:
+    """Exactly one of a question and a batch file; anything else is a usage error (exit 2)."""
     if (single is None) == (batch is None):
-        raise CitebotError(f"give either a {what} or --{what}s FILE")
+        args.parser.error(f"give either a {what} or {flag} FILE, not "
+                          f"{'both' if single is not None else 'neither'}")
+
+
+def _batch(rows: list[dict], answer: Callable[[list[str]], list], show: Callable,
+           json_errors: bool, *, batched: bool) -> int:
+    """Answer every row in order; a row that cannot be asked gets its error (with json_errors
+    an object with "error", in its place) and the next rows are answered. Exit 1 if any failed.
+
+    batched: answer all rows in one call (one embedding batch), going row by row only when
+    a row is refused; else row by row, each shown as soon as it is answered.
+    """
+    from .chat import check_question
+    from .render import safe
+
+    results = None
+    if batched:
+        try:
+            results = answer([check_question(r["query"]) for r in rows])
+        except BadQuery:
+            pass
+    failed = 0
+    for n, row in enumerate(rows, 1):
+        try:
+            result = (results[n - 1] if results is not None
+                      else answer([check_question(row["query"])])[0])
+        except BadQuery as exc:
+            failed += 1
+            if json_errors:
+                _print_json({**({"id": row["id"]} if "id" in row else {}),
+                             "query": row["query"], "error": str(exc)})
+            else:
+                where = f"question {n}: " if len(rows) > 1 else ""
+                print(f"citebot: error: {where}{safe(exc)}", file=sys.stderr)
+            continue
+        show(row, result)
+    if failed and len(rows) > 1:
+        print(f"citebot: error: {failed} of {len(rows)} questions could not be asked",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_search(args) -> int:
@@ -261,18 +369,21 @@ def cmd_search(args) -> int:
     """
     from .render import render_hits
 
-    _one_of(args, args.query, args.queries, "query")
+    _one_of(args, args.query, args.queries, "query", "--queries")
     rows = _read_queries(args.queries) if args.queries else [{"query": args.query}]
     cfg = _config(args)
     lib = _library(args, cfg=cfg)
     k = args.k or cfg.retrieval.k
-    for row, hits in zip(rows, lib.search_many([r["query"] for r in rows], k), strict=True):
+
+    def show(row: dict, hits: list) -> None:
         if args.json:
             out = {"query": row["query"], "results": [h.to_json() for h in hits]}
             _print_json({"id": row["id"], **out} if "id" in row else out)
         else:
             print(render_hits(hits))
-    return 0
+
+    return _batch(rows, lambda qs: lib.search_many(qs, k), show,
+                  args.json and bool(args.queries), batched=True)
 
 
 def cmd_ask(args) -> int:
@@ -283,16 +394,18 @@ def cmd_ask(args) -> int:
     """
     from .render import render_answer
 
-    _one_of(args, args.question, args.questions, "question")
+    _one_of(args, args.question, args.questions, "question", "--questions")
     rows = _read_queries(args.questions) if args.questions else [{"query": args.question}]
     lib = _library(args)
-    for row in rows:
-        ans = lib.ask(row["query"])
+
+    def show(row: dict, ans) -> None:
         if args.json:
             _print_json({"id": row["id"], **ans.to_json()} if "id" in row else ans.to_json())
         else:
             print(render_answer(ans, color=sys.stdout.isatty()))
-    return 0
+
+    return _batch(rows, lambda qs: [lib.ask(q) for q in qs], show,
+                  args.json and bool(args.questions), batched=False)
 
 
 def cmd_eval(args) -> int:
@@ -345,24 +458,56 @@ def cmd_bot(args) -> int:
 
     example: DISCORD_TOKEN=... citebot bot
     """
+    import aiohttp
+
     from .discord_bot import run_bot
 
-    return run_bot(_config(args), getattr(args, "index", None))
+    # discord.py's start-up notes (no voice support, "logging in using static token") are
+    # not the operator's business; its errors still show.
+    logging.getLogger("discord.client").setLevel(logging.ERROR)
+    log_to_stderr()
+    try:
+        return run_bot(_config(args), getattr(args, "index", None))
+    except (OSError, aiohttp.ClientError) as exc:  # no network, DNS, Discord down
+        raise CitebotError(f"cannot reach Discord ({one_line(exc)}); check the network "
+                           "and try again") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; every failure is one line on stderr and a non-zero exit code:
+    1 for an error (an unexpected one's details go to the log file), 2 for a usage error."""
+    with guarded() as out:
+        return _run(argv, out)
+
+
+def _run(argv: list[str] | None, out: Output) -> int:
+    from .render import safe
+
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+        _check_paths(args)
+        code = args.func(args)
+        out.flush()
+        return code
     except CitebotError as exc:
-        print(f"citebot: error: {for_terminal(exc)}", file=sys.stderr)
+        print(f"citebot: error: {safe(one_line(for_terminal(exc)))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("citebot: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # `citebot index list | head`: the reader had enough
+        out.silence()
         return 0
+    except Exception as exc:
+        if isinstance(exc, OSError) and out.failed:
+            out.silence()
+            print(f"citebot: error: cannot write the output ({exc.strerror or exc})",
+                  file=sys.stderr)
+            return 1
+        where = crash_report(exc)
+        print(f"citebot: error: unexpected {type(exc).__name__}: "
+              f"{safe(one_line(exc))[:200]} (a bug; details in {where})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from index import CURVE_DEPTH, CitebotError, EvalReport
 
+from .render import safe
+
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
@@ -14,7 +16,7 @@ def _pct(x: float | None) -> str:
 def render_eval(report: EvalReport, name: str = "") -> str:
     """Metrics on one line, then refusal rates, then each missed question."""
     k = report.k
-    head = f"{name}: " if name else ""
+    head = f"{safe(name)}: " if name else ""
     lines = [f"{head}{len(report.answerable)} answerable of {len(report.outcomes)} questions",
              "  " + "  ".join(f"recall@{c}={_pct(report.recall(c))}" for c in report.cutoffs)
              + f"  MRR@{k}={_pct(report.mrr())}  nDCG@{k}={_pct(report.ndcg())}"]
@@ -29,12 +31,12 @@ def render_eval(report: EvalReport, name: str = "") -> str:
         lines.append(f"missed (no hit in the top {k}):")
     for o in misses:
         where = f"first hit at {o.first_hit}" if o.first_hit else "no hit"
-        lines.append(f"  {o.question.id}  {o.question.query}  [{where}]")
-        lines.append(f"      top: {o.top_source or '-'}: {o.top_snippet}")
+        lines.append(safe(f"  {o.question.id}  {o.question.query}  [{where}]"))
+        lines.append(safe(f"      top: {o.top_source or '-'}: {o.top_snippet}"))
     refused = [o for o in report.answerable if o.answered is False]
     if refused:
         lines.append("refused although answerable:")
-        lines += [f"  {o.question.id}  {o.question.query}" for o in refused]
+        lines += [safe(f"  {o.question.id}  {o.question.query}") for o in refused]
     return "\n".join(lines)
 
 

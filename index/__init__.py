@@ -23,6 +23,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "AnswerSettings": ("answer", "AnswerSettings"),
     "Embedder": ("embed", "Embedder"),
     "BACKENDS": ("embed", "BACKENDS"),
+    "DEFAULT_MODEL": ("embed", "DEFAULT_MODEL"),
+    "resolve_model": ("embed", "resolve_model"),
     "RayEmbedder": ("ray_embed", "RayEmbedder"),  # loads Ray only when it embeds
     # records
     "Source": ("records", "Source"),
@@ -49,6 +51,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "setting_types": ("settings", "setting_types"),
     # sources, folders, conversations, evaluation
     "is_web_url": ("ingest", "is_web_url"),
+    "read_bounded": ("ingest", "read_bounded"),
     "path_within": ("library", "path_within"),
     "local_specs": ("watch", "local_specs"),
     "Watcher": ("watch", "Watcher"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Sequence
+from itertools import islice
 
 from .records import Chunk
 
@@ -16,11 +17,16 @@ _ABBREV = {
     "u.k", "u.n", "d.c", "a.m", "p.m", "fig", "approx", "est", "dept", "univ",
 }
 # A candidate boundary: terminal punctuation, optional closing quotes/brackets, then space.
-_BOUNDARY = re.compile(r"""[.!?…]+["'”’)\]]*(?=\s+)""")
+# Matched only from the start of a run of punctuation, and possessively, so a long run
+# without a space after it is scanned once, not once per character (which was quadratic).
+_BOUNDARY = re.compile(r"""(?<![.!?…])[.!?…]++["'”’)\]]*+(?=\s)""")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _WORD_BEFORE = re.compile(r"([\w.]+)[.!?…]*[\"'”’)\]]*$")
 _NEXT_START = re.compile(r"""\s+["'“‘(\[]*([\w$£€]?)""")
 _WORDS = re.compile(r"\w+")
+_WORD = re.compile(r"\S+")
+_WINDOW = 8  # characters per token counted at once when cutting a long word (a token is >= 1)
+_BATCH = 2048  # texts per call of count(), which holds all their encodings at once
 
 
 def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
@@ -92,27 +98,57 @@ def _strip(text: str, a: int, b: int) -> tuple[int, int]:
     return a, b
 
 
+def _sizes(text: str, spans: Sequence[tuple[int, int]],
+           count: Callable[[Sequence[str]], list[int]]) -> list[int]:
+    """count() of each span's text, a batch at a time: count holds all its encodings at once,
+    which for a 19 MB source was gigabytes."""
+    out: list[int] = []
+    for i in range(0, len(spans), _BATCH):
+        out += count([text[a:b] for a, b in spans[i:i + _BATCH]])
+    return out
+
+
 def _split_long(text: str, span: tuple[int, int], limit: int,
                 count: Callable[[Sequence[str]], list[int]]) -> list[tuple[int, int]]:
     """Cut a span that is longer than limit tokens at word boundaries."""
-    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text[span[0]:span[1]])]
-    words = [(a + span[0], b + span[0]) for a, b in words]
-    sizes = count([text[a:b] for a, b in words])
-    pieces, first, used = [], 0, 0
-    for i, size in enumerate(sizes):
-        if used + size > limit and i > first:
-            pieces.append((words[first][0], words[i - 1][1]))
-            first, used = i, 0
-        used += size
-    pieces.append((words[first][0], words[-1][1]))
-    # A single "word" longer than the limit (a URL, a long number) is cut by characters.
+    pieces: list[tuple[int, int]] = []
+    known: list[int | None] = []  # a one-word piece's size is its word's; others are recounted
+    first = last = used = words_in = 0
+    words = _WORD.finditer(text, *span)  # streamed: the span may be a whole 19 MB file
+    while batch := [m.span() for m in islice(words, _BATCH)]:
+        for (a, b), size in zip(batch, count([text[a:b] for a, b in batch]), strict=True):
+            if words_in and used + size > limit:
+                pieces.append((first, last))
+                known.append(used if words_in == 1 else None)
+                words_in = 0
+            if not words_in:
+                first, used = a, 0
+            used += size
+            last = b
+            words_in += 1
+    if words_in:
+        pieces.append((first, last))
+        known.append(used if words_in == 1 else None)
+    recount = iter(_sizes(text, [p for p, k in zip(pieces, known, strict=True) if k is None],
+                          count))
+    # A single "word" longer than the limit (a URL, a long number) is cut by characters,
+    # counting a window of a few times the limit, never the whole rest of the word, so a
+    # 2-million-character run costs linear time.
     out: list[tuple[int, int]] = []
-    for a, b in pieces:
-        while count([text[a:b]])[0] > limit and b - a > 1:
-            mid = a + max(1, (b - a) * limit // (count([text[a:b]])[0] + 1))
-            out.append((a, mid))
-            a = mid
-        out.append((a, b))
+    for (a, b), size in zip(pieces, known, strict=True):
+        if (size if size is not None else next(recount)) <= limit:
+            out.append((a, b))
+            continue
+        step = _WINDOW * limit
+        while a < b:
+            end = min(b, a + step)
+            size = count([text[a:end]])[0]
+            while size > limit and end - a > 1:
+                end = a + max(1, (end - a) * limit // (size + 1))
+                size = count([text[a:end]])[0]
+            out.append((a, end))
+            step = (end - a) + (end - a) // 8 + 1  # the next cut likely fits about as much
+            a = end
     return out
 
 
@@ -123,13 +159,21 @@ def chunk_text(text: str, source_id: str, count: Callable[[Sequence[str]], list[
 
     count(texts) returns the token count of each text. Consecutive chunks share up to
     overlap_sentences sentences, so an answer that straddles a boundary is still whole in one.
+    Time and memory are linear in the text, whatever it holds.
     """
     target = min(target_tokens, max_tokens)
     spans: list[tuple[int, int]] = []
+    sizes: list[int] = []
     sentences = split_sentences(text)
-    for span, size in zip(sentences, count([text[a:b] for a, b in sentences]), strict=True):
-        spans.extend([span] if size <= max_tokens else _split_long(text, span, max_tokens, count))
-    sizes = count([text[a:b] for a, b in spans])
+    for span, size in zip(sentences, _sizes(text, sentences, count), strict=True):
+        if size <= max_tokens:
+            spans.append(span)
+            sizes.append(size)
+        else:
+            parts = _split_long(text, span, max_tokens, count)
+            spans += parts
+            sizes += _sizes(text, parts, count)
+    del sentences
     chunks: list[Chunk] = []
     i = 0
     while i < len(spans):
@@ -152,7 +196,8 @@ def _fit(text: str, source_id: str, chunks: list[Chunk],
          count: Callable[[Sequence[str]], list[int]], max_tokens: int) -> list[Chunk]:
     """Check whole chunks, since joining sentences can tokenise differently from the parts."""
     out: list[Chunk] = []
-    for chunk, size in zip(chunks, count([c.text for c in chunks]), strict=True):
+    whole = _sizes(text, [(c.start, c.end) for c in chunks], count)
+    for chunk, size in zip(chunks, whole, strict=True):
         if size <= max_tokens:
             out.append(chunk)
         else:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BadQuestionFile
+from .ingest import read_bounded
 from .records import Answer, Hit
 
 SearchMany = Callable[[list[str], int], list[list[Hit]]]
@@ -27,6 +28,7 @@ Ask = Callable[[str], Answer]
 
 CURVE_DEPTH = 20  # recall@1..20 for the plot; retrieval is always this deep (or k if deeper)
 SNIPPET = 120
+MAX_FILE_BYTES = 100_000_000
 
 _TR = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "—": "-", "–": "-",
                      "\u00a0": " "})
@@ -110,7 +112,8 @@ def parse_question(row: object, where: str) -> Question:
 def load_questions(path: str | Path) -> list[Question]:
     """The labelled questions of a JSON-lines file."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        # Bounded while reading: a device or an endless pipe named as the file stops at the cap.
+        lines = read_bounded(path, MAX_FILE_BYTES, regular_only=False).decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise BadQuestionFile(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") \
             from exc

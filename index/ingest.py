@@ -8,7 +8,9 @@ import io
 import json
 import os
 import re
-import time
+import socket
+import stat
+import threading
 import unicodedata
 import urllib.error
 import urllib.request
@@ -24,6 +26,7 @@ SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf"}
 USER_AGENT = "citebot/0.1"
 SIDECAR = "metadata.json"
 MAX_BYTES = 20_000_000
+MAX_SIDECAR_BYTES = 5_000_000
 
 _SUPPORTED = ", ".join(sorted(SUPPORTED_SUFFIXES))
 _HTML_TYPES = {"text/html", "application/xhtml+xml"}
@@ -44,12 +47,65 @@ _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 def clean_text(raw: str) -> str:
     """Normalise text without changing its meaning; idempotent."""
-    text = _NEWLINES.sub("\n", raw)
-    while _JUNK.search(text):  # removing one "info-icon" can join the halves of another
-        text = _JUNK.sub("", text)
+    text = _drop_junk(_NEWLINES.sub("\n", raw))
     text = unicodedata.normalize("NFC", _ZERO_WIDTH.sub("", text)).translate(_QUOTES)
     text = "\n".join(line.strip(" ") for line in _SPACES.sub(" ", text).split("\n"))
     return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+def _drop_junk(text: str) -> str:
+    """text without "info-icon", also where removing one joins the halves of another.
+
+    One pass of a stack over the matches, so nesting ("info-info-iconicon") costs no more
+    than a plain occurrence: linear in the text, whatever it holds.
+    """
+    text = _JUNK.sub("", text)
+    if not _JUNK.search(text):
+        return text
+    out: list[str] = []
+    for ch in text:
+        out.append(ch)
+        if len(out) >= 9 and ch in "nN" and "".join(out[-9:]).lower() == "info-icon":
+            del out[-9:]
+    return "".join(out)
+
+
+def read_bounded(path: str | Path, max_bytes: int, *, what: str = "file",
+                 regular_only: bool = True) -> bytes:
+    """The bytes of a file, refusing it as soon as more than max_bytes have come.
+
+    The size is checked while reading, never trusted from stat(): /proc files, devices and
+    pipes report 0 or nothing. With regular_only, FIFOs, sockets and devices are refused
+    before a byte is read (opening is non-blocking, so a FIFO without writer cannot hang).
+    Raises OSError for the caller to word, SourceUnreadable for a non-regular file or too much.
+    """
+    shown = os.fspath(path)
+    if regular_only:
+        _check_regular(os.stat(path).st_mode, shown, what)
+    fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | (os.O_NONBLOCK if regular_only else 0))
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "is a folder, not a file", shown)
+        if regular_only:  # the path may have been replaced between stat() and open()
+            _check_regular(mode, shown, what)
+        data = bytearray()
+        while chunk := fh.read(min(1 << 20, max_bytes + 1 - len(data))):
+            data += chunk
+            if len(data) > max_bytes:
+                raise SourceUnreadable(f"{shown} is larger than {max_bytes:,} bytes")
+    return bytes(data)
+
+
+def _check_regular(mode: int, shown: str, what: str) -> None:
+    if stat.S_ISDIR(mode):
+        raise SourceUnreadable(f"{shown} is a folder, not a {what}")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+        raise SourceUnreadable(f"{shown} is {kind}, not a regular {what}: only regular "
+                               "files are read")
 
 
 def load_path(path: str | Path, *, metadata: dict | None = None,
@@ -57,18 +113,17 @@ def load_path(path: str | Path, *, metadata: dict | None = None,
     """Load one file; metadata overrides the entry of the folder's metadata.json."""
     shown = _normpath(path)
     file = Path(shown)
+    suffix = file.suffix.lower()
     try:
         if file.is_dir():
             raise SourceUnreadable(f"{shown} is a folder, not a file")
-        size = file.stat().st_size
-        suffix = file.suffix.lower()
         if suffix not in SUPPORTED_SUFFIXES:
             raise UnsupportedSource(f"{shown}: citebot reads only {_SUPPORTED} files")
-        if size > max_bytes:
-            raise SourceUnreadable(f"{shown} is larger than {max_bytes:,} bytes")
-        data = file.read_bytes()
+        data = read_bounded(shown, max_bytes)
     except OSError as exc:
         raise SourceUnreadable(_os_reason(shown, exc)) from exc
+    except ValueError as exc:  # a NUL in the name
+        raise SourceUnreadable(f"{shown!r} is not a file name ({exc})") from exc
     meta = {**_sidecar_entry(file), **(metadata or {})}
     if suffix == ".pdf":
         text, found = _extract_pdf(data, shown)
@@ -175,13 +230,47 @@ def _document(text: str, meta: dict, where: str, *, id_key: str, stem: str,
 
 def _extract_html(html: bytes | str, where: str, url: str | None = None) -> tuple[str, dict]:
     import trafilatura  # imported here: it takes ~0.3 s and only HTML needs it
+    from trafilatura.utils import load_html
 
-    doc = trafilatura.bare_extraction(html, url=url, with_metadata=True, include_comments=False)
+    tree = load_html(html)  # trafilatura's own decoding; no size limit (ours is applied)
+    if tree is None:
+        raise SourceUnreadable(f"{where} has no article text")
+    _drop_empty_markup(tree)
+    doc = trafilatura.bare_extraction(tree, url=url, with_metadata=True, include_comments=False)
     # trafilatura ends each block with one newline; a blank line keeps paragraphs apart.
     text = clean_text((doc.text or "").replace("\n", "\n\n")) if doc else ""
     if not text:
         raise SourceUnreadable(f"{where} has no article text")
     return text, {"title": doc.title, "publisher": doc.sitename, "date": doc.date}
+
+
+# Elements kept although empty: they shape the text around them (line breaks, table cells).
+_KEEP_EMPTY = frozenset({"br", "hr", "img", "td", "th", "tr"})
+_NEVER_TEXT = ("script", "style", "noscript", "template", "svg", "iframe", "object")
+_DROP = "citebot-drop"
+
+
+def _drop_empty_markup(tree) -> None:
+    """Remove what can hold no article text from the body: comments, scripts and elements
+    without text anywhere below them, so a page of 19 MB of markup around three paragraphs
+    reaches trafilatura (whose work and memory grow much faster than the page) as the three
+    paragraphs. Text after a removed element is kept. Linear: one pass marks, lxml's
+    strip_elements removes (dropping elements one by one costs a document each in lxml)."""
+    from lxml import etree
+
+    body = tree.find("body")
+    if body is None:
+        return
+    etree.strip_elements(body, etree.Comment, etree.ProcessingInstruction, *_NEVER_TEXT,
+                         with_tail=False)
+    full = set()  # elements with text somewhere below them
+    for el in reversed(list(body.iter())):  # children before their parents
+        if (el is body or el.tag in _KEEP_EMPTY or (el.text and el.text.strip())
+                or any(c in full or (c.tail and c.tail.strip()) for c in el)):
+            full.add(el)
+        else:
+            el.tag = _DROP
+    etree.strip_elements(body, _DROP, with_tail=False)
 
 
 def _extract_pdf(data: bytes, where: str) -> tuple[str, dict]:
@@ -203,30 +292,115 @@ def _extract_pdf(data: bytes, where: str) -> tuple[str, dict]:
 
 
 def _fetch(url: str, timeout: float, max_bytes: int) -> tuple[str, str | None, bytes]:
-    """Return the content type, charset and at most max_bytes of body of url."""
+    """Return the content type, charset and at most max_bytes of body of url.
+
+    timeout bounds the whole request, redirects, headers and body included.
+    """
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    deadline = time.monotonic() + timeout  # the socket timeout applies per read, not in total
+    with _Deadline(timeout) as deadline:
+        try:
+            with deadline.opener().open(request, timeout=timeout) as response:
+                return _read_body(response, url, max_bytes, deadline)
+        except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                raise SourceUnreadable(f"{url}: too many redirects (HTTP {exc.code}; a "
+                                       "redirect loop?)") from exc
+            raise SourceUnreadable(f"{url}: HTTP {exc.code} {_one_line(exc.reason)}".rstrip()
+                                   ) from exc
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            if deadline.expired or isinstance(exc, TimeoutError) or isinstance(
+                    getattr(exc, "reason", None), TimeoutError):
+                raise SourceUnreadable(f"{url}: timed out after {timeout:g} s") from exc
+            if isinstance(exc, urllib.error.URLError):
+                raise SourceUnreadable(f"{url}: cannot connect ({_one_line(exc.reason)})"
+                                       ) from exc
+            raise SourceUnreadable(f"{url}: download failed ({_one_line(exc)})") from exc
+
+
+def _read_body(response, url: str, max_bytes: int, deadline: _Deadline
+               ) -> tuple[str, str | None, bytes]:
+    declared = response.headers.get("Content-Length", "").strip()
+    length = int(declared) if declared.isdigit() else None
+    if length is not None and length > max_bytes:
+        raise SourceUnreadable(f"{url} is larger than {max_bytes:,} bytes")
+    body = bytearray()
+    while chunk := response.read1(min(65536, max_bytes + 1 - len(body))):
+        body += chunk
+        if len(body) > max_bytes:
+            raise SourceUnreadable(f"{url} is larger than {max_bytes:,} bytes")
+    if deadline.expired:
+        raise TimeoutError
+    if length is not None and len(body) < length:  # http.client's read1 does not complain
+        raise SourceUnreadable(f"{url}: the download ended early ({len(body):,} of "
+                               f"{length:,} bytes)")
+    return response.headers.get_content_type(), response.headers.get_content_charset(), bytes(body)
+
+
+class _Deadline:
+    """Shuts the sockets of one request when its time is up, whatever they are waiting for.
+
+    A socket timeout bounds each read, not the request: a server that sends its status line
+    a byte every half second never trips it, so a timer ends the request instead.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._socks:
+                _shut(sock)
+
+    def _watch(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._socks.append(sock)
+            if self.expired:
+                _shut(sock)
+        return sock
+
+    def _connection(self, base: type[http.client.HTTPConnection]) -> type:
+        deadline = self
+
+        class Connection(base):  # type: ignore[valid-type,misc]
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, **kwargs)
+                create = self._create_connection  # the raw socket, before any TLS handshake
+                self._create_connection = lambda *a, **kw: deadline._watch(create(*a, **kw))
+
+        return Connection
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        http_conn = self._connection(http.client.HTTPConnection)
+        https_conn = self._connection(http.client.HTTPSConnection)
+
+        class HTTP(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(http_conn, req)
+
+        class HTTPS(urllib.request.HTTPSHandler):
+            def https_open(self, req):
+                return self.do_open(https_conn, req, context=self._context)
+
+        return urllib.request.build_opener(HTTP(), HTTPS())
+
+
+def _shut(sock: socket.socket) -> None:
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = bytearray()
-            while chunk := response.read1(min(65536, max_bytes + 1 - len(body))):
-                body += chunk
-                if len(body) > max_bytes:
-                    raise SourceUnreadable(f"{url} is larger than {max_bytes:,} bytes")
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-            return (response.headers.get_content_type(), response.headers.get_content_charset(),
-                    bytes(body))
-    except urllib.error.HTTPError as exc:
-        raise SourceUnreadable(f"{url}: HTTP {exc.code} {exc.reason}".rstrip()) from exc
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, TimeoutError):
-            raise SourceUnreadable(f"{url}: timed out after {timeout:g} s") from exc
-        raise SourceUnreadable(f"{url}: cannot connect ({_one_line(exc.reason)})") from exc
-    except TimeoutError as exc:
-        raise SourceUnreadable(f"{url}: timed out after {timeout:g} s") from exc
-    except (http.client.HTTPException, OSError, ValueError) as exc:
-        raise SourceUnreadable(f"{url}: download failed ({_one_line(exc)})") from exc
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed
+        pass
 
 
 def _check_text(data: bytes, where: str) -> bytes:
@@ -254,7 +428,8 @@ def _sidecar_entry(file: Path) -> dict:
 @lru_cache(maxsize=64)  # keyed on mtime and size, so an edited sidecar is read again
 def _read_sidecar(sidecar: str, mtime_ns: int, size: int) -> dict:
     try:
-        entries = json.loads(Path(sidecar).read_text(encoding="utf-8-sig"))
+        raw = read_bounded(sidecar, MAX_SIDECAR_BYTES, what="metadata file")
+        entries = json.loads(raw.decode("utf-8-sig"))
         if not isinstance(entries, dict) or not all(
             isinstance(entry, dict) and all(v is None or isinstance(v, str) for v in entry.values())
             for entry in entries.values()

@@ -91,6 +91,14 @@ def model_cache() -> Path:
     return MODEL_CACHE
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _state_home(tmp_path_factory) -> Path:
+    """citebot's log file (bot.guard.log_path) lands in a temporary folder, not the user's."""
+    state = tmp_path_factory.mktemp("state")
+    os.environ["XDG_STATE_HOME"] = str(state)
+    return state
+
+
 @pytest.fixture(scope="session")
 def seeds_index(tmp_path_factory) -> Path:
     """A seeds index built once per session with the real model; tests copy, never modify."""

@@ -394,6 +394,23 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"z")
                 self.wfile.flush()
                 time.sleep(0.05)
+        elif self.path == "/trickle-headers":  # a byte of the status line every 0.1 s
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Slow: " + b"x" * 200:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.1)
+        elif self.path == "/short":  # promises 1,000 bytes, sends 20, hangs up
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"only twenty bytes....")
+            self.close_connection = True
+        elif self.path == "/loop":
+            self.send_response(302)
+            self.send_header("Location", "/loop")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         else:
             self.send(404, "text/html", b"<h1>Not Found</h1>")
 
@@ -438,12 +455,16 @@ def test_url_text_and_pdf(server):
     ("/big", {"max_bytes": 1000}, r"larger than 1,000 bytes"),
     ("/slow", {"timeout": 0.3}, r"timed out after 0.3 s"),
     ("/trickle", {"timeout": 0.3}, r"timed out after 0.3 s"),
+    # The timeout bounds the whole request: trickled headers never trip a per-read timeout.
+    ("/trickle-headers", {"timeout": 0.5}, r"timed out after 0.5 s"),
+    ("/short", {}, r"the download ended early \(21 of 1,000 bytes\)"),
+    ("/loop", {}, r"too many redirects"),
 ])
 def test_url_failures(server, path, kwargs, message):
     started = time.monotonic()
     with pytest.raises(SourceUnreadable, match=message) as caught:
         load_url(f"{server}{path}", **kwargs)
-    assert str(caught.value).startswith(f"{server}{path}")
+    assert str(caught.value).startswith(f"{server}{path}") and "\n" not in str(caught.value)
     assert time.monotonic() - started < 1.2
 
 
