@@ -10,8 +10,10 @@ import json
 import re
 import sys
 import textwrap
+from typing import TYPE_CHECKING
 
-from index import Answer, Hit, Source, UpdateReport, highlight_spans
+if TYPE_CHECKING:  # render.safe serves --help's usage errors: no model stack for it
+    from index import Answer, Hit, Source, UpdateReport
 
 BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
 
@@ -52,6 +54,8 @@ def _bold(text: str, keywords, color: bool) -> str:
     if not color:
         return text
     out, last = [], 0
+    from index import highlight_spans
+
     for a, b in highlight_spans(text, keywords):
         out += [text[last:a], BOLD, text[a:b], RESET]
         last = b
