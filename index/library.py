@@ -235,6 +235,7 @@ class Library:
                 merging = time.monotonic()
                 report.merges = writer.merge()
                 report.merge_seconds = time.monotonic() - merging
+                report.generation = writer.state()
         if not report.seconds:
             report.seconds = time.monotonic() - started
         return report

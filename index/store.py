@@ -550,6 +550,10 @@ class Writer:
     def manifest(self) -> Manifest:
         return Manifest(**json.loads(self._meta()["manifest"]))
 
+    def state(self) -> str:
+        """The name of the committed state (what Snapshot.generation calls it)."""
+        return f"{self.folder.name}.v{self._meta()['version']}"
+
     def sources(self) -> dict[str, Source]:
         """Every indexed source's record (no text, no chunks)."""
         rows = self.db.execute("SELECT id, title, path, url, publisher, date, content_hash,"
@@ -702,7 +706,7 @@ class Writer:
             live.append((name, lo, hi, count - dead))
             if count and dead / count > REWRITE_DEAD_SHARE and count - dead <= MAX_MERGED:
                 return [live[-1]]
-        tiers = [int(math.log(max(n, 1), MERGE_FACTOR)) for *_, n in live]
+        tiers = [_tier(n) for *_, n in live]
         for i in range(len(live) - MERGE_FACTOR + 1):
             run = live[i:i + MERGE_FACTOR]
             if len(set(tiers[i:i + MERGE_FACTOR])) == 1 and \
@@ -759,6 +763,11 @@ class Writer:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _tier(chunks: int) -> int:
+    """A segment's size class: segments within a factor MERGE_FACTOR share one."""
+    return int(math.log(max(chunks, 1), MERGE_FACTOR))
 
 
 def _reraise(exc: BaseException, where: Path) -> None:
