@@ -826,9 +826,13 @@ def open_writer(index_dir: Path, manifest: Manifest, *, rebuild: bool = False,
 def _publish(index_dir: Path, tmp: Path, final: Path) -> None:
     """Make a complete new generation the live one: rename it, then switch CURRENT."""
     _fsync_dir(tmp)
-    os.replace(tmp, final)
     pointer = index_dir / f".CURRENT.{os.getpid()}"
-    _write_file(pointer, (final.name + "\n").encode())
+    try:
+        _write_file(pointer, (final.name + "\n").encode())
+    except OSError:
+        pointer.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, final)
     current = index_dir / "CURRENT"
     if current.is_dir() and not current.is_symlink():  # damage a rebuild repairs
         shutil.rmtree(current)
