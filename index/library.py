@@ -212,7 +212,7 @@ class Library:
         with write_lock(self.index_dir, wait), \
                 open_writer(self.index_dir, self.manifest(), rebuild=rebuild,
                             vector_kind=self.settings.vector_kind) as writer:
-            planner = Planner(writer.sources(), now_iso())
+            planner = Planner(writer.sources(), now_iso(), writer.file_keys())
             for spec in remove:
                 planner.remove(spec)
             if prune:

@@ -26,10 +26,9 @@ def path_within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def under_folders(path: str | None, specs: Sequence[str]) -> bool:
-    """Whether a file source's path (as given) lies in one of the given folders."""
+def under_folders(path: str | None, folders: Sequence[str]) -> bool:
+    """Whether a file source's path (as given) lies in one of the given folders (as given)."""
     if not path:
         return False
     path = os.path.normpath(path)
-    return any(os.path.isdir(s) and path.startswith(os.path.normpath(s).rstrip("/") + "/")
-               for s in specs)
+    return any(path.startswith(os.path.normpath(f).rstrip("/") + "/") for f in folders)

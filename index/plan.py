@@ -9,6 +9,7 @@ a dict lookup (by id, by resolved path or URL, by content hash): a build from 10
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -42,11 +43,15 @@ class UpdatePlan:
 class Planner:
     """Builds an UpdatePlan from the indexed records and the sources an update offers."""
 
-    def __init__(self, indexed: Mapping[str, Source], now: str) -> None:
+    def __init__(self, indexed: Mapping[str, Source], now: str,
+                 file_keys: Mapping[str, str] | None = None) -> None:
+        """file_keys: same_file_key of indexed sources by id, as stored (computed if absent)."""
         self.kept: dict[str, Source] = dict(indexed)
         self.now = now
         self.plan = UpdatePlan()
-        self._by_file = {k: s.id for s in self.kept.values() if (k := same_file_key(s))}
+        keys = file_keys or {}
+        self._by_file = {k: s.id for s in self.kept.values()
+                         if (k := keys.get(s.id) or same_file_key(s))}
         self._by_hash = {s.content_hash: s.id for s in self.kept.values()}
 
     def _drop(self, sid: str) -> None:
@@ -71,7 +76,8 @@ class Planner:
     def prune(self, specs: Sequence[str], present: Iterable[str]) -> None:
         """Drop sources under the given folders whose file is no longer there."""
         present = set(present)
-        for sid in [sid for sid, s in self.kept.items() if under_folders(s.path, specs)]:
+        folders = [s for s in specs if os.path.isdir(s)]
+        for sid in [sid for sid, s in self.kept.items() if under_folders(s.path, folders)]:
             if self.kept[sid].location not in present:
                 self._drop(sid)
 

@@ -59,6 +59,7 @@ import numpy as np
 
 from .errors import CitebotError, DiskFull, IndexBusy, IndexCorrupt, IndexNotFound, ModelMismatch
 from .lexical import Lexical, Postings, given_names, lexical_text, surface_words
+from .paths import same_file_key
 from .records import Chunk, Source
 from .vectors import SegmentedVectors, VectorIndex
 
@@ -72,7 +73,7 @@ _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE sources (
     id TEXT PRIMARY KEY, title TEXT NOT NULL, path TEXT, url TEXT, publisher TEXT, date TEXT,
-    content_hash TEXT NOT NULL, added_at TEXT NOT NULL, text TEXT NOT NULL);
+    content_hash TEXT NOT NULL, added_at TEXT NOT NULL, text TEXT NOT NULL, file_key TEXT);
 CREATE TABLE chunks (
     id INTEGER PRIMARY KEY, source_id TEXT NOT NULL REFERENCES sources(id),
     start INTEGER NOT NULL, end INTEGER NOT NULL, text TEXT NOT NULL, hash TEXT NOT NULL,
@@ -170,6 +171,11 @@ class IndexWriter(Protocol):
     """What an update does to an index, under the one-writer lock."""
 
     def sources(self) -> dict[str, Source]: ...
+    def file_keys(self) -> dict[str, str]:
+        """same_file_key of every source, as it was when the source was indexed."""
+        return dict(self.db.execute("SELECT id, file_key FROM sources"
+                                    " WHERE file_key IS NOT NULL").fetchall())
+
     def chunks_kept(self, dropped: Sequence[str]) -> int:
         """How many stored chunks stay once the dropped sources' go."""
         total = int(self._meta()["live_chunks"])
@@ -560,6 +566,11 @@ class Writer:
                                " added_at FROM sources").fetchall()
         return {r[0]: Source(*r) for r in rows}
 
+    def file_keys(self) -> dict[str, str]:
+        """same_file_key of every source, as it was when the source was indexed."""
+        return dict(self.db.execute("SELECT id, file_key FROM sources"
+                                    " WHERE file_key IS NOT NULL").fetchall())
+
     def chunks_kept(self, dropped: Sequence[str]) -> int:
         """How many stored chunks stay once the dropped sources' go."""
         total = int(self._meta()["live_chunks"])
@@ -619,9 +630,10 @@ class Writer:
             self.db.executemany("DELETE FROM sources WHERE id = ?", [(s,) for s in dropped])
             for r in rows:
                 s = r.source
-                self.db.execute("INSERT INTO sources VALUES (?,?,?,?,?,?,?,?,?)",
+                self.db.execute("INSERT INTO sources VALUES (?,?,?,?,?,?,?,?,?,?)",
                                 (s.id, s.title, s.path, s.url, s.publisher, s.date,
-                                 s.content_hash, s.added_at or now_iso(), r.text))
+                                 s.content_hash, s.added_at or now_iso(), r.text,
+                                 same_file_key(s)))
             lengths = postings.lengths
             self.db.executemany("INSERT INTO chunks VALUES (?,?,?,?,?,?,?,?)", (
                 (cid, r.source.id, c.start, c.end, c.text, c.hash, int(lengths[cid - lo]),
