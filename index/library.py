@@ -20,23 +20,14 @@ from .chunk import answer_units, chunk_text
 from .conversation import Turn, follow_up_query
 from .embed import Embedder
 from .errors import BadQuery, CitebotError, IndexCorrupt, IndexNotFound
+from .folder import current_generation, write_lock
 from .lexical import correct_spelling
 from .paths import path_within
 from .plan import Planner, chunks_to_embed
 from .records import Answer, Hit, Source
 from .retrieve import RetrievalSettings, hybrid_search, search_with_sentences
-from .store import (
-    ChunkSentences,
-    Manifest,
-    Snapshot,
-    SourceRows,
-    Writer,
-    current_generation,
-    now_iso,
-    open_snapshot,
-    open_writer,
-    write_lock,
-)
+from .segments import Writer, open_writer
+from .store import ChunkSentences, Manifest, Snapshot, SourceRows, now_iso, open_snapshot
 
 # progress(chunks done, chunks to embed), called as embedding goes on; a chunk counts as done
 # with its sentences.

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from bench.standin import HashEmbedder
-from index import store
+from index import segments
+from index.folder import STORE, current_generation
 from index.lexical import Lexical, Postings, lexical_text, tokenize
 from index.library import Library
-from index.store import STORE, current_generation
 
 from .conftest import SEEDS, library
 
@@ -71,7 +71,7 @@ def test_results_equal_a_fresh_rebuild_after_adds_edits_and_removals(tmp_path, s
                                                                      monkeypatch):
     """Many small updates (with merges along the way) leave the same top-10, the same BM25
     statistics and the same spelling vocabulary as one fresh build of the final folder."""
-    monkeypatch.setattr(store, "MERGE_FACTOR", 3)
+    monkeypatch.setattr(segments, "MERGE_FACTOR", 3)
     folder = tmp_path / "articles"
     folder.mkdir()
     lib = Library(tmp_path / "grown", standin)
@@ -106,7 +106,7 @@ def test_results_equal_a_fresh_rebuild_after_adds_edits_and_removals(tmp_path, s
 def test_real_model_answers_equal_a_fresh_rebuilds(tmp_path, seeds_library, monkeypatch):
     """The same with the real model and the seed articles: an edit, an addition and a removal
     later, search and ask give what a fresh build gives."""
-    monkeypatch.setattr(store, "MERGE_FACTOR", 2)
+    monkeypatch.setattr(segments, "MERGE_FACTOR", 2)
     folder = tmp_path / "seeds"
     shutil.copytree(SEEDS, folder)
     grown = library(tmp_path / "grown", seeds_library)
@@ -202,7 +202,7 @@ def test_an_update_of_one_article_writes_only_that_articles_rows_and_vectors(tmp
 
 
 def test_merging_keeps_every_chunk_and_drops_the_removed(tmp_path, standin, monkeypatch):
-    monkeypatch.setattr(store, "MERGE_FACTOR", 2)
+    monkeypatch.setattr(segments, "MERGE_FACTOR", 2)
     folder = tmp_path / "articles"
     folder.mkdir()
     lib = Library(tmp_path / "index", standin)
