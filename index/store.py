@@ -33,7 +33,14 @@ Why this shape (issue 11, measured in docs/index-growth.md):
 - A rebuild writes a whole new generation beside the live one and switches CURRENT: it
   repairs any damage to the folder, since it reads nothing of the old index.
 
-IndexReader and IndexWriter below name the seam another backend (Milvus, issue 14) implements.
+Rejected: one FAISS index with IndexIDMap.remove_ids (an update would rewrite the whole vector
+file, 1.5 GB at a million chunks, and the pq_sq8 kind cannot remove); SQLite FTS5 for BM25
+(its bm25() has another idf and its own tokenizer: rankings, tuned on Lucene BM25 over Snowball
+stems with given names added, would change).
+
+This module reads; segments.py writes (updates and merges); folder.py keeps the control files
+(CURRENT, the lock, SQLite URIs, synced writes, one-line failures). IndexReader and
+IndexWriter below name the seam another backend (Milvus, issue 14) implements.
 """
 
 from __future__ import annotations

@@ -253,3 +253,27 @@ def test_check_finds_infinite_and_unnormalised_vectors(tmp_path, standin, bad):
     want = "infinite or NaN" if bad in ("inf", "nan") else "not normalised"
     assert any(want in p for p in problems), problems
     assert "--rebuild" in problems[-1]
+
+
+@pytest.mark.parametrize("damage", ["bytes", "folder", "name"])
+def test_cli_on_a_damaged_current_is_one_line_and_rebuild_repairs_it(tmp_path, capsys, damage):
+    """Through the CLI: a non-UTF-8 CURRENT, a CURRENT that is a folder, or one naming nothing
+    is one line for every command, and `index build --rebuild` repairs it."""
+    article_file = tmp_path / "a.md"
+    article_file.write_text(article(1))
+    ix = ["--index", tmp_path / "index"]
+    assert run_cli(capsys, "index", "build", article_file, *ix)[0] == 0
+    current = tmp_path / "index" / "CURRENT"
+    if damage == "bytes":
+        current.write_bytes(b"gen-\xff\n")
+    elif damage == "folder":
+        current.unlink()
+        current.mkdir()
+    else:
+        current.write_text("../../etc\n")
+    for argv in (["search", "otter"], ["index", "list"], ["index", "add", article_file]):
+        code, _, err = run_cli(capsys, *argv, *ix)
+        assert code == 1 and err.count("\n") == 1 and "--rebuild" in err, (argv, err)
+    code, _, err = run_cli(capsys, "index", "build", article_file, "--rebuild", *ix)
+    assert code == 0, err
+    assert current.is_file() and run_cli(capsys, "index", "check", *ix)[0] == 0
