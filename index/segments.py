@@ -21,6 +21,7 @@ import faiss
 import numpy as np
 
 from . import folder
+from .errors import IndexCorrupt
 from .lexical import Postings, given_names, lexical_text, surface_words
 from .paths import same_file_key
 from .records import Source
@@ -31,7 +32,7 @@ from .store import (
     SourceRows,
     group_sentences,
     now_iso,
-    open_snapshot,
+    store_file,
 )
 from .vectors import VectorIndex
 
@@ -333,17 +334,21 @@ def open_writer(index_dir: Path, manifest: Manifest, *, rebuild: bool = False,
     """A Writer on the live generation, or, for a rebuild or a first build, on a new one
     that becomes live when the block ends without error. The caller holds write_lock."""
     index_dir = Path(index_dir)
-    live = None
-    if not rebuild:
-        live = folder.current_generation(index_dir)
-        if live is not None:
-            open_snapshot(index_dir, manifest).close()  # refuses other settings or damage
-    folder.collect_garbage(index_dir)
+    live = None if rebuild else folder.current_generation(index_dir)
     if live is not None:
+        store_file(live)  # refuses an older format by name
         try:
             writer = Writer(live, vector_kind=vector_kind)
-        except sqlite3.Error as exc:
-            raise folder.sqlite_error(exc, index_dir) from exc
+            stored = writer.manifest()
+        except (sqlite3.Error, KeyError, ValueError, TypeError) as exc:
+            raise IndexCorrupt(f"{live / folder.STORE} is damaged: {folder.REBUILD}") from exc
+        try:
+            stored.check_compatible(manifest)  # refuses other settings by name
+        except BaseException:
+            writer.close()
+            raise
+    folder.collect_garbage(index_dir)
+    if live is not None:
         try:
             yield writer
         finally:

@@ -181,13 +181,7 @@ class Snapshot:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self._lock = threading.Lock()
-        db_path = self.folder / STORE
-        if not db_path.is_file():
-            if (self.folder / "manifest.json").exists():
-                raise ModelMismatch(
-                    f"the index in {self.folder.parent} is in an older format (2), which this "
-                    f"citebot does not read: upgrade it with `citebot index build --rebuild`")
-            raise IndexCorrupt(f"{db_path} is missing: {REBUILD}")
+        db_path = store_file(self.folder)
         try:
             self.db = connect(db_path, readonly=True)
             self.db.execute("BEGIN")
@@ -356,6 +350,18 @@ def group_sentences(rows: list[tuple], dim: int) -> dict[int, ChunkSentences]:
         vecs = np.frombuffer(b"".join(parts), dtype=SENTENCE_DTYPE).reshape(len(parts), dim)
         out[cid] = ChunkSentences(tuple(spans[cid]), vecs.astype(np.float32))
     return out
+
+
+def store_file(generation: Path) -> Path:
+    """The generation's store.sqlite; a named error for an older format or a missing one."""
+    db_path = generation / STORE
+    if not db_path.is_file():
+        if (generation / "manifest.json").exists():
+            raise ModelMismatch(
+                f"the index in {generation.parent} is in an older format (2), which this "
+                f"citebot does not read: upgrade it with `citebot index build --rebuild`")
+        raise IndexCorrupt(f"{db_path} is missing: {REBUILD}")
+    return db_path
 
 
 def open_snapshot(index_dir: Path, expected: Manifest | None = None) -> Snapshot:
