@@ -145,20 +145,12 @@ class IndexReader(Protocol):
 class IndexWriter(Protocol):
     """What an update does to an index, under the one-writer lock."""
 
+    is_new: bool  # a first build or a rebuild: nothing stored yet
+
+    def state(self) -> str: ...
     def sources(self) -> dict[str, Source]: ...
-    def file_keys(self) -> dict[str, str]:
-        """same_file_key of every source, as it was when the source was indexed."""
-        return dict(self.db.execute("SELECT id, file_key FROM sources"
-                                    " WHERE file_key IS NOT NULL").fetchall())
-
-    def chunks_kept(self, dropped: Sequence[str]) -> int:
-        """How many stored chunks stay once the dropped sources' go."""
-        total = int(self._meta()["live_chunks"])
-        for sid in dropped:
-            total -= self.db.execute("SELECT count(*) FROM chunks WHERE source_id = ?",
-                                     (sid,)).fetchone()[0]
-        return total
-
+    def file_keys(self) -> dict[str, str]: ...
+    def chunks_kept(self, dropped: Sequence[str]) -> int: ...
     def reusable(self, hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, ChunkSentences]]: ...
     def apply(self, dropped: Sequence[str], rows: Sequence[SourceRows], embeddings: np.ndarray,
               sentences: Sequence[ChunkSentences]) -> str: ...
