@@ -106,3 +106,6 @@ def test_planning_is_linear_in_the_sources(monkeypatch):
         p.offer(src(f"f{i}.md", f"edited {i}" if i % 10 == 0 else ""))
     assert len(p.plan.unchanged) == n - n // 10 and len(p.plan.added) == 500
     assert len(calls) <= n + 500
+    calls.clear()
+    p.remove("/data/f7.md")  # by path: resolved once, then compared with stored keys
+    assert len(calls) == 1 and [s.id for s in p.plan.removed] == ["id-f7.md"]
