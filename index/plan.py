@@ -58,7 +58,7 @@ class Planner:
     def _drop(self, sid: str) -> None:
         src = self.kept.pop(sid)
         self.plan.removed.append(src)
-        for table, key in ((self._by_file, same_file_key(src)), (self._by_hash, src.content_hash)):
+        for table, key in ((self._by_file, self._key.get(sid)), (self._by_hash, src.content_hash)):
             if table.get(key) == sid:
                 del table[key]
 
