@@ -253,8 +253,10 @@ class Writer:
     # -- merging ---------------------------------------------------------------------------
 
     def _plan_merge(self) -> list[tuple[str, int, int, int]] | None:
-        """The adjacent segments to merge next, or None: MERGE_FACTOR of one size tier, or
-        one segment mostly made of removed chunks."""
+        """The adjacent segments to merge next, or None: one segment mostly made of removed
+        chunks; MERGE_FACTOR of one size tier; or adjacent mid-sized ones that together make
+        a big one (half MAX_MERGED to MAX_MERGED), since big batches of new sources would
+        otherwise stay many separate exact segments, each searched in full."""
         segs = self.db.execute("SELECT name, lo, hi, vectors FROM segments ORDER BY lo") \
             .fetchall()
         live = []
@@ -270,7 +272,7 @@ class Writer:
             if len(set(tiers[i:i + MERGE_FACTOR])) == 1 and \
                     sum(n for *_, n in run) <= MAX_MERGED:
                 return run
-        return None
+        return _big_run(live)
 
     def merge(self) -> int:
         """Merge segments while the policy asks for it; how many merges were done."""
@@ -321,6 +323,22 @@ class Writer:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _big_run(live: list[tuple[str, int, int, int]]) -> list[tuple[str, int, int, int]] | None:
+    """The first run of two or more adjacent segments, each under half MAX_MERGED, whose
+    live chunks add up to between half MAX_MERGED and MAX_MERGED."""
+    half = MAX_MERGED // 2
+    for i in range(len(live)):
+        total = 0
+        for j in range(i, len(live)):
+            n = live[j][3]
+            if n >= half or total + n > MAX_MERGED:
+                break
+            total += n
+            if j > i and total >= half:
+                return live[i:j + 1]
+    return None
 
 
 def _tier(chunks: int) -> int:
