@@ -246,6 +246,13 @@ class Lexical:
         self._dead_in = [self.dead[(self.dead >= p.lo) & (self.dead < e)]
                          for p, e in zip(self.parts, ends, strict=True)]
 
+    @classmethod
+    def build(cls, texts: Sequence[str]) -> Lexical:
+        """BM25 over the given texts as chunk ids 0..n-1, in one segment (small uses, tests)."""
+        part = Postings.build(0, list(range(len(texts))), texts)
+        return cls([part], np.zeros(0, dtype=np.int64), len(texts), int(part.lengths.sum()),
+                   len(texts))
+
     @property
     def n_docs(self) -> int:
         return self._n
