@@ -165,7 +165,7 @@ class Writer:
             for r in rows:
                 names = given_names(r.text)
                 texts += [lexical_text(c.text, names) for c in r.chunks]
-            postings = Postings.build(lo, ids, texts)
+            postings = Postings.build(lo, ids, texts, [c.hash for _, c in chunks])
             if chunks:
                 vectors = np.asarray(embeddings, dtype=np.float32).reshape(len(chunks), -1)
                 kind = self._write_segment(seg, VectorIndex.build(vectors, np.asarray(ids),

@@ -230,3 +230,18 @@ def test_merging_keeps_every_chunk_and_drops_the_removed(tmp_path, standin, monk
         {f"a{n}.md" for n in (0, 1, 3, 4, 5)}
     assert not [p for p in current_generation(lib.index_dir).glob("seg-*")
                 if p.name not in snap.segments]
+
+
+def test_equal_bm25_scores_are_cut_by_text_not_by_id():
+    """Chunks of equal score at the candidate cut are taken by a key of their text, so an
+    index whose ids were assigned in another order (grown, merged) takes the same ones."""
+    texts = [f"otter number{i} alpha" for i in range(20)]  # one "otter" each, equal lengths
+    forward = Lexical.build(texts)
+    order = list(reversed(range(20)))
+    backward = Lexical([Postings.build(0, order, texts)], np.zeros(0, np.int64), 20,
+                       int(forward.parts[0].lengths.sum()), 20)
+    a, b = forward.scores("otter"), backward.scores("otter")
+    assert len(set(a.tolist())) == 1  # all tied
+    picked_a = {texts[i] for i in forward.top(a, 5)}
+    picked_b = {texts[order.index(i)] for i in backward.top(b, 5)}
+    assert picked_a == picked_b and len(picked_a) == 5
