@@ -60,7 +60,7 @@ class DiscordConfig:
     guild_id: int = 0
     allowed_channels: list[int] = field(default_factory=list)
     allow_dms: bool = True
-    cooldown_questions: int = setting(5, min=1)
+    cooldown_questions: int = setting(5, max=1_000_000)
     cooldown_seconds: float = setting(30.0, max=86_400)
     admin_roles: list[str] = field(default_factory=list)
     max_concurrent: int = setting(2, min=1, max=64)

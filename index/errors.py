@@ -75,6 +75,12 @@ class IndexBusy(CitebotError):
     kind = "index_busy"
 
 
+class DiskFull(CitebotError):
+    """An update ran out of disk space; what it had written is removed, the index is as it was."""
+
+    kind = "disk_full"
+
+
 class BadQuestionFile(CitebotError):
     """A labelled question file (for `citebot eval`) that is missing, malformed or unlabelled."""
 

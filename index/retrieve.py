@@ -59,8 +59,7 @@ def _ranked(snap: Snapshot, query: str, qvec: np.ndarray, k: int, settings: Retr
     pool = min(n, max(settings.candidates, k))
     _, dense_ids = snap.vectors.search(qvec.reshape(1, -1), pool)
     lex_all = snap.lexical.scores(query)
-    lex_ids = np.argpartition(-lex_all, pool - 1)[:pool] if pool < n else np.arange(n)
-    lex_ids = lex_ids[lex_all[lex_ids] > 0]
+    lex_ids = snap.lexical.top(lex_all, pool)
     ids = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids])).astype(np.int64)
     # Exact cosines for every candidate, whatever approximate index found them.
     vecs = snap.embeddings(ids.tolist())

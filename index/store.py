@@ -1,61 +1,74 @@
-"""On-disk index: whole generations of SQLite rows + FAISS vectors + BM25, one manifest each.
+"""On-disk index: immutable segments, with rows and the record of live segments in SQLite.
 
 Layout of an index folder:
-    CURRENT              name of the live generation, replaced atomically (os.replace)
-    gen-000007/          one complete, immutable generation
-        manifest.json    model, dimension, chunking settings, format version, counts
-        index.sqlite     sources (with their extracted text), chunks (text, offsets, hash,
-                         embedding; row ids 0..n-1, the ids FAISS and BM25 use) and the
-                         quotable sentences of each chunk with their own embeddings
-        vectors.faiss
-        bm25/
-    .lock                held by the one process writing a new generation
+    CURRENT              name of the live generation; only a rebuild starts a new one
+    gen-000003/
+        store.sqlite     WAL mode. meta (settings, counters, version), sources (with their
+                         extracted text), chunks (text, offsets, hash, token count, embedding),
+                         the quotable sentences of each chunk with their own vectors, words
+                         (spelling), segments (the live ones) and dead (removed chunk ids that a
+                         segment still holds)
+        seg-000001/      one segment: vectors.faiss and the BM25 postings of the chunks one
+                         update added (or one merge combined), never changed once written
+    .lock                held by the one process writing (flock)
 
-A writer builds a new generation in a temporary folder and only then points CURRENT at it,
-so readers (and a process killed mid-update) only ever see a whole generation.
+Why this shape (issue 11, measured in docs/index-growth.md):
+- An update costs what it changes. It writes its new chunks as one new segment and, in one
+  SQLite transaction, their rows, the removed chunks' deletion (rows gone, ids listed in dead)
+  and the new list of live segments. Nothing else is read or rewritten: the previous format
+  copied every row and vector into a new generation, so one added article cost minutes at a
+  million chunks.
+- Readers see a whole index, old or new. A Snapshot holds one SQLite read transaction (WAL
+  gives it a consistent view while a writer commits) and loads the segments that view lists.
+  A writer writes and fsyncs a segment's files before the commit that lists it; files of
+  segments no longer listed are deleted only after the commit, and a reader that lost such a
+  race opens again. SIGKILL at any moment leaves either the old commit or the new one, plus
+  at worst unlisted segment folders, which the next writer deletes.
+- Search results do not depend on how the index was built: chunk cosines are exact (flat
+  segments, and exact re-scoring of candidates in retrieve), and BM25 statistics are computed
+  over the live chunks at query time (lexical.Lexical), equal to a fresh build's.
+- Small segments are merged (MERGE_FACTOR of one size tier into one, up to MAX_MERGED chunks)
+  after the update has committed: readers keep answering from the old segments meanwhile, and
+  a merge is one more crash-safe commit.
+- A rebuild writes a whole new generation beside the live one and switches CURRENT: it
+  repairs any damage to the folder, since it reads nothing of the old index.
+
+Rejected: one FAISS index with IndexIDMap.remove_ids (an update would rewrite the whole vector
+file, 1.5 GB at a million chunks, and the pq_sq8 kind cannot remove); SQLite FTS5 for BM25
+(its bm25() has another idf and its own tokenizer: rankings, tuned on Lucene BM25 over Snowball
+stems with given names added, would change).
+
+This module reads; segments.py writes (updates and merges); folder.py keeps the control files
+(CURRENT, the lock, SQLite URIs, synced writes, one-line failures). IndexReader and
+IndexWriter below name the seam another backend (Milvus, issue 14) implements.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
+import faiss
 import numpy as np
 
-from .errors import IndexCorrupt, IndexNotFound, ModelMismatch
-from .lexical import Lexical, given_names, lexical_text, surface_words
+from .errors import CitebotError, IndexCorrupt, IndexNotFound, ModelMismatch
+from .folder import STORE, connect, current_generation
+from .lexical import Lexical, Postings
 from .records import Chunk, Source
-from .vectors import VectorIndex
+from .vectors import SegmentedVectors, VectorIndex
 
-# 2: sentences (answers and ranking embed nothing at query time) and words (spelling).
-FORMAT_VERSION = 2
-_SCHEMA = """
-CREATE TABLE sources (
-    id TEXT PRIMARY KEY, title TEXT NOT NULL, path TEXT, url TEXT, publisher TEXT, date TEXT,
-    content_hash TEXT NOT NULL, added_at TEXT NOT NULL, text TEXT NOT NULL);
-CREATE TABLE chunks (
-    id INTEGER PRIMARY KEY, source_id TEXT NOT NULL REFERENCES sources(id),
-    start INTEGER NOT NULL, end INTEGER NOT NULL, text TEXT NOT NULL, hash TEXT NOT NULL,
-    embedding BLOB NOT NULL);
-CREATE INDEX chunks_source ON chunks(source_id);
-CREATE INDEX chunks_hash ON chunks(hash);
-CREATE TABLE sentences (
-    id INTEGER PRIMARY KEY, chunk_id INTEGER NOT NULL REFERENCES chunks(id),
-    start INTEGER NOT NULL, end INTEGER NOT NULL, embedding BLOB NOT NULL);
-CREATE INDEX sentences_chunk ON sentences(chunk_id);
-CREATE TABLE words (word TEXT PRIMARY KEY, chunks INTEGER NOT NULL) WITHOUT ROWID;
-"""
-
+# 3: segments in one SQLite store per generation. 2 was one whole generation per update.
+FORMAT_VERSION = 3
 
 # Sentence vectors are only compared, never searched: half precision keeps three digits of
 # cosine and halves the largest table.
-_SENTENCE_DTYPE = np.float16
+SENTENCE_DTYPE = np.float16
 
 
 @dataclass(frozen=True)
@@ -102,56 +115,103 @@ class Manifest:
                     "configured")
 
 
+@dataclass(frozen=True)
+class SourceRows:
+    """A source as an update writes it: its record, text and chunks."""
+
+    source: Source
+    text: str
+    chunks: list[Chunk]
+
+
+class IndexReader(Protocol):
+    """What retrieval, answering and `index check` read: one consistent view of an index."""
+
+    manifest: Manifest
+    vectors: SegmentedVectors  # .search(queries, k), .ntotal (the id space), .live, .dim
+    lexical: Lexical  # .scores(query), .doc_freqs(stems), .n_docs, .knows(word)
+
+    @property
+    def generation(self) -> str: ...
+    def sources(self) -> dict[str, Source]: ...
+    def chunks(self, ids: list[int]) -> dict[int, Chunk]: ...
+    def embeddings(self, ids: list[int]) -> np.ndarray: ...
+    def sentences(self, ids: list[int]) -> dict[int, ChunkSentences]: ...
+    def word_counts(self, words: list[str]) -> dict[str, int]: ...
+    def source_text(self, source_id: str) -> str: ...
+    def close(self) -> None: ...
+
+
+class IndexWriter(Protocol):
+    """What an update does to an index, under the one-writer lock."""
+
+    is_new: bool  # a first build or a rebuild: nothing stored yet
+
+    def state(self) -> str: ...
+    def sources(self) -> dict[str, Source]: ...
+    def file_keys(self) -> dict[str, str]: ...
+    def chunks_kept(self, dropped: Sequence[str]) -> int: ...
+    def reusable(self, hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, ChunkSentences]]: ...
+    def apply(self, dropped: Sequence[str], rows: Sequence[SourceRows], embeddings: np.ndarray,
+              sentences: Sequence[ChunkSentences]) -> str: ...
+    def merge(self) -> int: ...
+    def close(self) -> None: ...
+
+
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def current_generation(index_dir: Path) -> Path | None:
-    """The live generation folder, or None when the folder holds no index."""
-    try:
-        name = (index_dir / "CURRENT").read_text().strip()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise IndexCorrupt(f"cannot read CURRENT: {exc.strerror}", path=index_dir) from exc
-    if not name.startswith("gen-") or "/" in name:
-        raise IndexCorrupt("the index's CURRENT file is damaged", path=index_dir)
-    return index_dir / name
-
+# -- reading -------------------------------------------------------------------------------
 
 class Snapshot:
-    """One whole generation opened for reading; safe to share between threads."""
+    """One committed state of a generation opened for reading; safe to share between threads.
+
+    It holds a read transaction for its whole life, so every read sees that state.
+    """
 
     def __init__(self, folder: Path) -> None:
-        self.folder = folder
+        self.folder = Path(folder)
         self._lock = threading.Lock()
+        db_path = store_file(self.folder)
         try:
-            data = json.loads((folder / "manifest.json").read_text())
-            self.manifest = Manifest(**data)
-        except FileNotFoundError as exc:
-            raise IndexCorrupt("the index has no manifest", path=folder) from exc
-        except (ValueError, TypeError) as exc:
-            raise IndexCorrupt("the index's manifest is damaged", path=folder) \
-                from exc
-        db_path = folder / "index.sqlite"
-        if not db_path.exists():
-            raise IndexCorrupt("the index database is missing", path=db_path)
-        try:
-            self.db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True,
-                                      check_same_thread=False)
-            self.db.execute("SELECT count(*) FROM chunks").fetchone()
-        except sqlite3.DatabaseError as exc:
+            self.db = connect(db_path, readonly=True)
+            self.db.execute("BEGIN")
+            meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+            segments = self.db.execute(
+                "SELECT name, lo, hi, vectors, kind FROM segments ORDER BY lo").fetchall()
+            dead = np.array([r[0] for r in self.db.execute("SELECT id FROM dead ORDER BY id")],
+                            dtype=np.int64)
+            self.manifest = Manifest(**json.loads(meta["manifest"]))
+            self.version = int(meta["version"])
+            counts = {k: int(meta[k]) for k in ("next_id", "live_chunks", "live_length")}
+        except (sqlite3.DatabaseError, KeyError, ValueError, TypeError) as exc:
             raise IndexCorrupt("the index database is damaged", path=db_path) from exc
-        try:
-            self.vectors = VectorIndex.load(folder / "vectors.faiss", self.manifest.vector_kind)
-            self.lexical = Lexical.load(folder / "bm25")
-        except IndexCorrupt as exc:
-            raise IndexCorrupt(str(exc), path=exc.path or folder) from exc
+        vectors, postings = [], []
+        for name, lo, _hi, count, kind in segments:
+            seg = self.folder / name
+            try:
+                part = VectorIndex.load(seg / "vectors.faiss", kind, mmap=True)
+                postings.append(Postings.load(seg, lo))
+            except IndexCorrupt as exc:
+                raise IndexCorrupt(str(exc), path=exc.path or seg) from exc
+            if part.ntotal != count:
+                raise IndexCorrupt(f"a vector file holds {part.ntotal} vectors, the index lists "
+                                   f"{count}", path=seg)
+            vectors.append(part)
+        self.vectors = SegmentedVectors(vectors, dead, counts["next_id"], counts["live_chunks"],
+                                        self.manifest.dim)
+        self.manifest = replace(self.manifest, sources=int(meta.get("sources", 0)),
+                                chunks=counts["live_chunks"], vector_kind=self.vectors.kind)
+        self.lexical = Lexical(postings, dead, counts["live_chunks"], counts["live_length"],
+                               counts["next_id"])
+        self.segments = [r[0] for r in segments]
         self._sources: dict[str, Source] | None = None
 
     @property
     def generation(self) -> str:
-        return self.folder.name
+        """Which committed state this is: the generation folder and its version."""
+        return f"{self.folder.name}.v{self.version}"
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -159,7 +219,7 @@ class Snapshot:
                 return self.db.execute(sql, args).fetchall()
             except sqlite3.DatabaseError as exc:
                 raise IndexCorrupt("the index database is damaged",
-                                   path=self.folder / "index.sqlite") from exc
+                                   path=self.folder / STORE) from exc
 
     def sources(self) -> dict[str, Source]:
         """Every source by id, with its chunk count."""
@@ -171,6 +231,12 @@ class Snapshot:
             self._sources = {r[0]: Source(*r) for r in rows}
         return self._sources
 
+    def _missing(self, ids: Sequence[int], found: object) -> None:
+        gone = [int(i) for i in ids if int(i) not in found]  # type: ignore[operator]
+        if gone:
+            raise IndexCorrupt(f"the vectors name chunk {gone[0]}, which has no row",
+                               path=self.folder)
+
     def chunks(self, ids: list[int]) -> dict[int, Chunk]:
         """Chunks by row id."""
         if not ids:
@@ -178,16 +244,21 @@ class Snapshot:
         marks = ",".join("?" * len(ids))
         rows = self._query(f"SELECT id, source_id, text, start, end, hash FROM chunks"
                            f" WHERE id IN ({marks})", tuple(int(i) for i in ids))
-        return {r[0]: Chunk(source_id=r[1], text=r[2], start=r[3], end=r[4], hash=r[5], id=r[0])
-                for r in rows}
+        out = {r[0]: Chunk(source_id=r[1], text=r[2], start=r[3], end=r[4], hash=r[5], id=r[0])
+               for r in rows}
+        self._missing(ids, out)
+        return out
 
     def embeddings(self, ids: list[int]) -> np.ndarray:
         """Stored vectors of the given chunk ids, in that order."""
+        if not len(ids):
+            return np.zeros((0, self.manifest.dim), dtype=np.float32)
         marks = ",".join("?" * len(ids))
         rows = dict(self._query(f"SELECT id, embedding FROM chunks WHERE id IN ({marks})",
                                 tuple(int(i) for i in ids)))
-        return np.stack([np.frombuffer(rows[int(i)], dtype=np.float32) for i in ids]) \
-            if ids else np.zeros((0, self.manifest.dim), dtype=np.float32)
+        self._missing(ids, rows)
+        return np.frombuffer(b"".join(rows[int(i)] for i in ids), dtype=np.float32) \
+            .reshape(len(ids), self.manifest.dim)
 
     def sentences(self, ids: list[int]) -> dict[int, ChunkSentences]:
         """The stored sentences of the given chunk ids (none for a chunk of short lines)."""
@@ -197,14 +268,9 @@ class Snapshot:
         rows = self._query(f"SELECT chunk_id, start, end, embedding FROM sentences"
                            f" WHERE chunk_id IN ({marks}) ORDER BY id",
                            tuple(int(i) for i in ids))
-        got = _group_sentences(rows, self.manifest.dim)
+        got = group_sentences(rows, self.manifest.dim)
         empty = ChunkSentences((), np.zeros((0, self.manifest.dim), dtype=np.float32))
         return {int(i): got.get(int(i), empty) for i in ids}
-
-    def all_sentences(self) -> dict[int, ChunkSentences]:
-        """Every chunk's sentences by chunk id (for reuse by the next generation)."""
-        rows = self._query("SELECT chunk_id, start, end, embedding FROM sentences ORDER BY id")
-        return _group_sentences(rows, self.manifest.dim)
 
     def word_counts(self, words: list[str]) -> dict[str, int]:
         """How many chunks hold each of the given lower-cased words (unknown ones left out)."""
@@ -218,19 +284,55 @@ class Snapshot:
         rows = self._query("SELECT text FROM sources WHERE id = ?", (source_id,))
         return rows[0][0] if rows else ""
 
+    def iter_chunks(self, batch: int = 10_000) -> Iterator[list[tuple[Chunk, bytes]]]:
+        """Every chunk with its embedding bytes, in id order, a batch at a time."""
+        last = -1
+        while True:
+            rows = self._query("SELECT id, source_id, text, start, end, hash, embedding"
+                               " FROM chunks WHERE id > ? ORDER BY id LIMIT ?", (last, batch))
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [(Chunk(source_id=r[1], text=r[2], start=r[3], end=r[4], hash=r[5],
+                          id=r[0]), r[6]) for r in rows]
+
     def all_chunks(self) -> list[tuple[Chunk, bytes]]:
-        """Every chunk with its stored embedding bytes (for reuse by the next generation)."""
-        rows = self._query("SELECT id, source_id, text, start, end, hash, embedding FROM chunks"
-                           " ORDER BY id")
-        return [(Chunk(source_id=r[1], text=r[2], start=r[3], end=r[4], hash=r[5], id=r[0]), r[6])
-                for r in rows]
+        """Every chunk with its stored embedding bytes (small indexes and tests)."""
+        return [row for rows in self.iter_chunks() for row in rows]
+
+    def segment_ids(self, name: str) -> tuple[np.ndarray, tuple[int, int]]:
+        """The chunk ids a segment's vector file holds (when it keeps them), and its range."""
+        lo, hi = self._query("SELECT lo, hi FROM segments WHERE name = ?", (name,))[0]
+        part = self.vectors.parts[self.segments.index(name)]
+        index = part.index
+        if isinstance(index, faiss.IndexIDMap):
+            return faiss.vector_to_array(index.id_map).astype(np.int64), (lo, hi)
+        return np.zeros(0, dtype=np.int64), (lo, hi)
+
+    def is_current(self) -> bool:
+        """Whether no update has committed since this snapshot was opened."""
+        try:
+            live = current_generation(self.folder.parent)
+        except CitebotError:
+            return False
+        if live != self.folder:
+            return False
+        try:
+            probe = connect(self.folder / STORE, readonly=True)
+            try:
+                row = probe.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+            finally:
+                probe.close()
+        except sqlite3.DatabaseError:
+            return False
+        return row is not None and int(row[0]) == self.version
 
     def close(self) -> None:
         with self._lock:
             self.db.close()
 
 
-def _group_sentences(rows: list[tuple], dim: int) -> dict[int, ChunkSentences]:
+def group_sentences(rows: list[tuple], dim: int) -> dict[int, ChunkSentences]:
     spans: dict[int, list[tuple[int, int]]] = {}
     blobs: dict[int, list[bytes]] = {}
     for cid, a, b, blob in rows:
@@ -238,135 +340,41 @@ def _group_sentences(rows: list[tuple], dim: int) -> dict[int, ChunkSentences]:
         blobs.setdefault(cid, []).append(blob)
     out = {}
     for cid, parts in blobs.items():
-        vecs = np.frombuffer(b"".join(parts), dtype=_SENTENCE_DTYPE).reshape(len(parts), dim)
+        vecs = np.frombuffer(b"".join(parts), dtype=SENTENCE_DTYPE).reshape(len(parts), dim)
         out[cid] = ChunkSentences(tuple(spans[cid]), vecs.astype(np.float32))
     return out
 
 
+def store_file(generation: Path) -> Path:
+    """The generation's store.sqlite; a named error for an older format or a missing one."""
+    db_path = generation / STORE
+    if not db_path.is_file():
+        if (generation / "manifest.json").exists():
+            raise ModelMismatch("the index is in an older format (2), which this citebot does "
+                                "not read", path=generation.parent)
+        raise IndexCorrupt("the index database is missing", path=db_path)
+    return db_path
+
+
 def open_snapshot(index_dir: Path, expected: Manifest | None = None) -> Snapshot:
-    """Open the live generation, refusing one built with other settings."""
-    folder = current_generation(index_dir)
-    if folder is None:
-        raise IndexNotFound("there is no index yet", path=index_dir)
-    if not folder.is_dir():
-        raise IndexCorrupt("the index's CURRENT file names a missing generation",
-                           path=index_dir)
-    snap = Snapshot(folder)
+    """Open the live state of the index, refusing one built with other settings."""
+    for attempt in range(3):
+        folder = current_generation(index_dir)
+        if folder is None:
+            raise IndexNotFound("there is no index yet", path=index_dir)
+        if not folder.is_dir():
+            raise IndexCorrupt("the index's CURRENT file names a missing generation",
+                               path=index_dir)
+        try:
+            snap = Snapshot(folder)
+            break
+        except IndexCorrupt:
+            # A writer may have merged away (or rebuilt past) what we began to read: retry
+            # on the state committed since; a real fault fails every time.
+            if attempt == 2:
+                raise
+            time.sleep(0.05)
     if expected is not None:
         snap.manifest.check_compatible(expected)
     return snap
 
-
-@dataclass(frozen=True)
-class SourceRows:
-    """A source as it goes into a new generation: its record, text and chunks."""
-
-    source: Source
-    text: str
-    chunks: list[Chunk]
-
-
-def write_generation(index_dir: Path, manifest: Manifest, rows: list[SourceRows],
-                     embeddings: np.ndarray, sentences: list[ChunkSentences],
-                     vector_kind: str = "auto") -> Path:
-    """Write a complete new generation and make it the live one; returns its folder.
-
-    embeddings and sentences have one entry per chunk, in the order of rows' chunks.
-    """
-    index_dir.mkdir(parents=True, exist_ok=True)
-    number = _next_number(index_dir)
-    final = index_dir / f"gen-{number:06d}"
-    tmp = index_dir / f".tmp-gen-{number:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    texts: list[str] = []
-    bm25_texts: list[str] = []
-    db = sqlite3.connect(tmp / "index.sqlite")
-    try:
-        db.executescript(_SCHEMA)
-        cid = 0
-        for r in rows:
-            s = r.source
-            db.execute("INSERT INTO sources VALUES (?,?,?,?,?,?,?,?,?)",
-                       (s.id, s.title, s.path, s.url, s.publisher, s.date, s.content_hash,
-                        s.added_at or now_iso(), r.text))
-            names = given_names(r.text)
-            for c in r.chunks:
-                bm25_texts.append(lexical_text(c.text, names))
-                db.execute("INSERT INTO chunks VALUES (?,?,?,?,?,?,?)",
-                           (cid, s.id, c.start, c.end, c.text, c.hash,
-                            embeddings[cid].astype(np.float32).tobytes()))
-                db.executemany(
-                    "INSERT INTO sentences (chunk_id, start, end, embedding) VALUES (?,?,?,?)",
-                    [(cid, a, b, v.astype(_SENTENCE_DTYPE).tobytes())
-                     for (a, b), v in zip(sentences[cid].spans, sentences[cid].vectors,
-                                          strict=True)])
-                texts.append(c.text)
-                cid += 1
-        db.executemany("INSERT INTO words VALUES (?,?)", surface_words(texts).items())
-        db.commit()
-    finally:
-        db.close()
-    ids = np.arange(len(texts), dtype=np.int64)
-    vectors = VectorIndex.build(embeddings.reshape(len(texts), manifest.dim), ids, vector_kind)
-    vectors.save(tmp / "vectors.faiss")
-    Lexical.build(bm25_texts).save(tmp / "bm25")
-    manifest = Manifest(**{**asdict(manifest), "vector_kind": vectors.kind,
-                           "sources": len(rows), "chunks": len(texts),
-                           "created_at": now_iso()})
-    (tmp / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2))
-    _fsync_tree(tmp)
-    try:
-        previous = current_generation(index_dir)
-    except IndexCorrupt:  # a rebuild over a damaged CURRENT: nothing live to keep
-        previous = None
-    os.replace(tmp, final)
-    pointer = index_dir / f".CURRENT.{os.getpid()}"
-    pointer.write_text(final.name + "\n")
-    _fsync_file(pointer)
-    os.replace(pointer, index_dir / "CURRENT")
-    _fsync_dir(index_dir)
-    _collect_garbage(index_dir, keep=(final.name, previous.name if previous else ""))
-    return final
-
-
-def _next_number(index_dir: Path) -> int:
-    numbers = [int(p.name[4:]) for p in index_dir.glob("gen-*") if p.name[4:].isdigit()]
-    return max(numbers, default=0) + 1
-
-
-def _collect_garbage(index_dir: Path, keep: tuple[str, ...]) -> None:
-    """Drop all but the new and the previously live generation, and leftovers of killed writers.
-
-    Keeping by liveness, not by number: an orphan generation of a writer killed between its
-    rename and the CURRENT switch must not push out the one readers were just using.
-    The caller holds the lock.
-    """
-    for old in index_dir.glob("gen-*"):
-        if old.is_dir() and old.name not in keep:
-            shutil.rmtree(old, ignore_errors=True)
-    for leftover in list(index_dir.glob(".tmp-gen-*")) + list(index_dir.glob(".CURRENT.*")):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    _fsync_file(path)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for p in folder.rglob("*"):
-        if p.is_file():
-            _fsync_file(p)
-    for p in [folder, *[d for d in folder.rglob("*") if d.is_dir()]]:
-        _fsync_dir(p)

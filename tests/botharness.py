@@ -13,6 +13,7 @@ down in the right order, so each user does not repeat it.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import re
 import shutil
@@ -143,6 +144,9 @@ def _pgserver():
     """pgserver, first imported with its lock file in a temporary folder removed at exit (it
     picks the user's runtime folder once, on import, and would leave the file there)."""
     if "pgserver" not in sys.modules:
+        # Its notes go nowhere: its exit hook logs after pytest has closed the streams.
+        logging.getLogger("pgserver").propagate = False
+        logging.getLogger("pgserver").addHandler(logging.NullHandler())
         runtime = tempfile.mkdtemp(prefix="citebot-pg-run-")  # 0700, as the XDG spec wants
         atexit.register(shutil.rmtree, runtime, True)
         with pytest.MonkeyPatch.context() as mp:

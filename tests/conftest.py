@@ -55,6 +55,13 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
+def index_files(folder: Path) -> dict[str, bytes]:
+    """Every file of an index folder by relative path, for "the index did not change" checks;
+    SQLite's -wal/-shm files come and go with its connections and .lock with writers."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock" and not p.name.endswith(("-wal", "-shm"))}
+
+
 def library(index_dir: Path, seeds_library: Library) -> Library:
     """Another Library at index_dir with the session's model and settings, as a second process
     (the bot beside a `citebot index build`) would open it."""

@@ -14,7 +14,7 @@ import pytest
 from bot.cli import build_parser, main
 from index.ingest import clean_text
 
-from .conftest import ROOT, SEEDS, run_cli
+from .conftest import ROOT, SEEDS, index_files, run_cli
 
 DEFENDERS = ["May", "Hunt", "Corbyn", "Duncan", "McDonald", "Fox", "Meyer"]
 
@@ -110,7 +110,7 @@ def _refused_port() -> int:
                                   "empty-q", "blank-q", "huge-q", "corrupt", "no-index",
                                   "no-index-no-sources", "bad-queries-file", "bad-config"])
 def test_bad_input_is_one_line_exit_1_and_index_kept(capsys, index_copy, tmp_path, case):
-    before = {p: p.read_bytes() for p in index_copy.rglob("*") if p.is_file()}
+    before = index_files(index_copy)
     ix = ["--index", index_copy]
     if case == "missing":
         argv = ["index", "add", tmp_path / "nope.txt", *ix]
@@ -132,9 +132,8 @@ def test_bad_input_is_one_line_exit_1_and_index_kept(capsys, index_copy, tmp_pat
     elif case == "huge-q":
         argv = ["ask", "darroch " * 12_500, *ix]
     elif case == "corrupt":
-        gen = next(index_copy.glob("gen-*"))
-        (gen / "vectors.faiss").write_bytes(b"\x00" * 100)
-        before = {p: p.read_bytes() for p in index_copy.rglob("*") if p.is_file()}
+        next(index_copy.glob("gen-*/seg-*/vectors.faiss")).write_bytes(b"\x00" * 100)
+        before = index_files(index_copy)
         argv = ["search", "Darroch", *ix]
     elif case == "no-index":
         argv = ["index", "list", "--index", tmp_path / "none"]
@@ -154,7 +153,7 @@ def test_bad_input_is_one_line_exit_1_and_index_kept(capsys, index_copy, tmp_pat
     assert "Traceback" not in err and len(err) < 400
     if case == "no-index-no-sources":
         assert "no index at" in err and "citebot index build" in err and "gone" in err
-    assert {p: p.read_bytes() for p in index_copy.rglob("*") if p.is_file()} == before
+    assert index_files(index_copy) == before
 
 
 def test_usage_errors_exit_2(capsys):

@@ -14,7 +14,7 @@ from bot.botdata import BotData
 from bot.config import ConversationConfig, DiscordConfig
 from bot.errors_text import for_members, for_terminal
 from index import CitebotError, IndexCorrupt, IndexNotFound, ModelMismatch
-from index.store import current_generation
+from index.folder import STORE, current_generation
 
 from .conftest import ROOT, library, run_cli
 
@@ -69,14 +69,14 @@ def test_a_fixable_input_error_is_said_as_it_is():
 @pytest.fixture
 def damaged(index_copy):
     gen = current_generation(index_copy)
-    (gen / "index.sqlite").write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    (gen / STORE).write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
     return index_copy
 
 
 def test_a_damaged_index_in_the_cli_names_the_file_and_the_repair(capsys, damaged):
     code, out, err = run_cli(capsys, "search", "Darroch", "--index", damaged)
     assert code == 1 and err.count("\n") == 1
-    assert "index.sqlite" in err and "`citebot index build --rebuild`" in err
+    assert STORE in err and "`citebot index build --rebuild`" in err
     code, out, err = run_cli(capsys, "index", "check", "--index", damaged)
     assert code == 1 and err.splitlines()[-1].endswith("`citebot index build --rebuild`")
 
@@ -93,4 +93,4 @@ def test_a_damaged_index_on_discord_asks_for_an_admin_without_commands_or_paths(
         data.close()
     assert reply.answer is None and "rebuilding" in reply.notice and "admin" in reply.notice
     assert not any(s in reply.notice for s in SHELL) and str(tmp_path) not in reply.notice
-    assert str(damaged) not in reply.notice and "index.sqlite" not in reply.notice
+    assert str(damaged) not in reply.notice and STORE not in reply.notice

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from bot import cli
 from bot.cli import build_parser, main
 
-from .conftest import ROOT
+from .conftest import ROOT, index_files
 from .test_cli import _commands
 from .test_ingest import make_pdf
 
@@ -53,11 +53,6 @@ def shared_index(seeds_index, tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("hostile") / "index"
     shutil.copytree(seeds_index, dest)
     return dest
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
 
 
 @contextmanager
@@ -138,11 +133,11 @@ def test_every_command_fed_anything_answers_in_one_line(
         argv += ["-k", k]
     argv += ["--index", str(shared_index), *(["--"] if separator and args else []),
              *args]
-    before = _files(shared_index)
+    before = index_files(shared_index)
     code, out, err = _run(capsys, argv, stdin)
     event(f"exit {code}")
     _assert_clean(code, out, err, argv)
-    assert _files(shared_index) == before, "the index changed"
+    assert index_files(shared_index) == before, "the index changed"
 
 
 def _leaf(parser, words: list[str]):
