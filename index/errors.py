@@ -35,3 +35,7 @@ class IndexBusy(CitebotError):
 
 class BadQuestionFile(CitebotError):
     """A labelled question file (for `citebot eval`) that is missing, malformed or unlabelled."""
+
+
+class StoreUnavailable(CitebotError):
+    """The index's store (a Milvus server) cannot be reached."""
