@@ -33,6 +33,10 @@ class IndexBusy(CitebotError):
     """Another process is updating the index."""
 
 
+class DiskFull(CitebotError):
+    """An update ran out of disk space; what it had written is removed, the index is as it was."""
+
+
 class BadQuestionFile(CitebotError):
     """A labelled question file (for `citebot eval`) that is missing, malformed or unlabelled."""
 

@@ -1,10 +1,21 @@
-"""BM25 over chunk texts (bm25s), with stemming so "defended" finds "defend"."""
+"""BM25 over chunk texts, with stemming so "defended" finds "defend", kept per segment.
+
+Each segment of the store has its own inverted index (Postings: for every stem, the chunks
+holding it and how often, and every chunk's length). Scores are computed at query time from the
+statistics of the whole live index (number of chunks, mean length, document frequency of each
+stem, removed chunks left out), with Lucene's BM25 (the formula bm25s's "lucene" method uses):
+so an index grown by many updates scores exactly as a fresh build of the same chunks does,
+and an update writes only the postings of its new chunks.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -112,56 +123,170 @@ def correct_spelling(query: str, lookup: Callable[[list[str]], dict[str, int]],
     return _WORD.sub(lambda m: fixes.get(m.group().lower(), m.group()), query)
 
 
-class Lexical:
-    """A BM25 index whose document numbers are chunk row ids."""
+EMPTY = "\x00empty"  # the one token of a chunk with no word: it still counts as a document
+K1, B = 1.2, 0.75
+_FILES = ("indptr", "docs", "tfs", "lengths")
 
-    def __init__(self, bm25) -> None:
-        self.bm25 = bm25
-        self.vocab = bm25.vocab_dict
+
+@dataclass(frozen=True)
+class Postings:
+    """One segment's inverted index over chunk ids lo..lo+len(lengths)-1 (gaps have length 0).
+
+    terms[stem] is a row; docs[indptr[row]:indptr[row + 1]] are the chunks holding the stem
+    (as offsets from lo, ascending) and tfs how often each holds it.
+    """
+
+    lo: int
+    terms: dict[str, int]
+    indptr: np.ndarray
+    docs: np.ndarray
+    tfs: np.ndarray
+    lengths: np.ndarray
 
     @classmethod
-    def build(cls, texts: list[str], *, k1: float = 1.2, b: float = 0.75) -> Lexical:
-        import bm25s
+    def build(cls, lo: int, ids: Sequence[int], texts: Sequence[str]) -> Postings:
+        """Postings of the given chunk texts (what lexical_text gives) under their ids."""
+        terms: dict[str, int] = {}
+        rows: list[int] = []
+        docs: list[int] = []
+        tfs: list[int] = []
+        size = (max(ids) - lo + 1) if len(ids) else 0
+        lengths = np.zeros(size, dtype=np.int32)
+        for cid, text in zip(ids, texts, strict=True):
+            tokens = tokenize(text) or [EMPTY]
+            lengths[cid - lo] = len(tokens)
+            for term, tf in Counter(tokens).items():
+                rows.append(terms.setdefault(term, len(terms)))
+                docs.append(cid - lo)
+                tfs.append(tf)
+        order = np.argsort(np.asarray(rows, dtype=np.int64), kind="stable")
+        indptr = np.zeros(len(terms) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(np.asarray(rows, dtype=np.int64), minlength=len(terms)),
+                  out=indptr[1:])
+        return cls(lo, terms, indptr, np.asarray(docs, dtype=np.int32)[order],
+                   np.minimum(np.asarray(tfs, dtype=np.int64), 65535).astype(np.uint16)[order],
+                   lengths)
 
-        bm25 = bm25s.BM25(k1=k1, b=b, method="lucene")
-        tokens = [tokenize(t) or ["\x00empty"] for t in texts]
-        bm25.index(tokens, show_progress=False)
-        return cls(bm25)
+    @classmethod
+    def merge(cls, parts: Sequence[Postings], lo: int, size: int, dead: np.ndarray) -> Postings:
+        """One index of several segments' postings (in id order), dead chunk ids left out."""
+        terms: dict[str, int] = {}
+        rows, docs, tfs = [], [], []
+        lengths = np.zeros(size, dtype=np.int32)
+        for p in parts:
+            remap = np.array([terms.setdefault(t, len(terms)) for t in p.terms], dtype=np.int32)
+            ids = p.docs.astype(np.int64) + p.lo
+            keep = ~np.isin(ids, dead)
+            rows.append(np.repeat(remap, np.diff(p.indptr))[keep])
+            docs.append((ids[keep] - lo).astype(np.int32))
+            tfs.append(np.asarray(p.tfs)[keep])
+            part_ids = np.arange(p.lo, p.lo + len(p.lengths))
+            alive = ~np.isin(part_ids, dead)
+            lengths[part_ids[alive] - lo] = np.asarray(p.lengths)[alive]
+        row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
+        order = np.argsort(row, kind="stable")
+        counts = np.bincount(row, minlength=len(terms))
+        used = counts > 0  # a stem only dead chunks held is dropped
+        names = [t for t, u in zip(terms, used, strict=True) if u]
+        indptr = np.zeros(len(names) + 1, dtype=np.int64)
+        np.cumsum(counts[used], out=indptr[1:])
+        return cls(lo, {t: i for i, t in enumerate(names)}, indptr,
+                   np.concatenate(docs)[order] if docs else np.zeros(0, np.int32),
+                   np.concatenate(tfs)[order] if tfs else np.zeros(0, np.uint16), lengths)
+
+    def save(self, folder: Path, write: Callable[[Path, bytes], None]) -> None:
+        """Write the files through write(path, bytes), the store's one way to write a file."""
+        import io
+
+        write(folder / "terms.json", json.dumps(list(self.terms), ensure_ascii=False)
+              .encode("utf-8"))
+        for name in _FILES:
+            buf = io.BytesIO()
+            np.save(buf, getattr(self, name), allow_pickle=False)
+            write(folder / f"{name}.npy", buf.getvalue())
+
+    @classmethod
+    def load(cls, folder: Path, lo: int) -> Postings:
+        """Read a segment's postings, arrays memory-mapped; IndexCorrupt when damaged."""
+        try:
+            names = json.loads((folder / "terms.json").read_text(encoding="utf-8"))
+            arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r", allow_pickle=False)
+                      for n in _FILES}
+        except (OSError, ValueError) as exc:
+            raise IndexCorrupt(f"the BM25 files in {folder} are damaged") from exc
+        if len(arrays["indptr"]) != len(names) + 1 or len(arrays["docs"]) != len(arrays["tfs"]):
+            raise IndexCorrupt(f"the BM25 files in {folder} are damaged")
+        return cls(lo, {t: i for i, t in enumerate(names)}, **arrays)
+
+    def postings(self, stem: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(chunk ids, term frequencies) of a stem, or None when no chunk here holds it."""
+        row = self.terms.get(stem)
+        if row is None:
+            return None
+        a, b = int(self.indptr[row]), int(self.indptr[row + 1])
+        return self.docs[a:b].astype(np.int64) + self.lo, self.tfs[a:b]
+
+
+class Lexical:
+    """BM25 over every live chunk of a store's segments; document numbers are chunk ids.
+
+    Args:
+        dead: sorted ids of removed chunks the segments still hold.
+        total_length: summed token count of the live chunks.
+        bound: one past the largest chunk id (the length of scores()).
+    """
+
+    def __init__(self, parts: Sequence[Postings], dead: np.ndarray, n_docs: int,
+                 total_length: int, bound: int) -> None:
+        self.parts = list(parts)
+        self.dead = np.asarray(dead, dtype=np.int64)
+        self._n, self.bound = int(n_docs), int(bound)
+        self.avgdl = total_length / n_docs if n_docs else 1.0
+        ends = [p.lo + len(p.lengths) for p in self.parts]
+        self._dead_in = [self.dead[(self.dead >= p.lo) & (self.dead < e)]
+                         for p, e in zip(self.parts, ends, strict=True)]
 
     @property
     def n_docs(self) -> int:
-        return int(self.bm25.scores["num_docs"])
+        return self._n
+
+    def _live(self, stem: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(chunk ids, tfs, lengths) of the live chunks holding a stem, per segment."""
+        out = []
+        for p, dead in zip(self.parts, self._dead_in, strict=True):
+            got = p.postings(stem)
+            if got is None:
+                continue
+            ids, tfs = got
+            if len(dead):
+                keep = ~np.isin(ids, dead)
+                ids, tfs = ids[keep], tfs[keep]
+            if len(ids):
+                out.append((ids, tfs, np.asarray(p.lengths)[ids - p.lo]))
+        return out
+
+    def doc_freqs(self, stems: list[str]) -> np.ndarray:
+        """How many live chunks hold each stem (0 for a stem the index does not know)."""
+        return np.array([sum(len(ids) for ids, _, _ in self._live(s)) for s in stems],
+                        dtype=np.int64)
 
     def knows(self, word: str) -> bool:
         """Whether some chunk holds the word in some form (the same stem)."""
         stems = tokenize(word)
-        return bool(stems) and all(s in self.vocab for s in stems)
-
-    def doc_freqs(self, stems: list[str]) -> np.ndarray:
-        """How many chunks hold each stem (0 for a stem the index does not know)."""
-        indptr = self.bm25.scores["indptr"]
-        out = np.zeros(len(stems), dtype=np.int64)
-        for j, stem in enumerate(stems):
-            i = self.vocab.get(stem)
-            if i is not None and i + 1 < len(indptr):
-                out[j] = int(indptr[i + 1] - indptr[i])
-        return out
+        return bool(stems) and bool(self.doc_freqs(stems).all())
 
     def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every chunk for the query (zeros when no word is known)."""
-        ids = [self.vocab[t] for t in tokenize(query) if t in self.vocab]
-        if not ids:
-            return np.zeros(self.n_docs, dtype=np.float32)
-        return self.bm25.get_scores_from_ids(ids).astype(np.float32, copy=False)
-
-    def save(self, folder: Path) -> None:
-        self.bm25.save(str(folder), show_progress=False)
-
-    @classmethod
-    def load(cls, folder: Path) -> Lexical:
-        import bm25s
-
-        try:
-            return cls(bm25s.BM25.load(str(folder), mmap=False, show_progress=False))
-        except Exception as exc:  # bm25s raises plain OSError/ValueError/JSON errors on damage
-            raise IndexCorrupt(f"the BM25 files in {folder} are damaged") from exc
+        """BM25 score of every chunk id below bound for the query (0 for removed ids)."""
+        out = np.zeros(self.bound, dtype=np.float32)
+        n = self._n
+        for stem in tokenize(query):  # a repeated word counts again, as in bm25s
+            live = self._live(stem)
+            df = sum(len(ids) for ids, _, _ in live)
+            if not df:
+                continue
+            idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+            for ids, tfs, lengths in live:
+                tf = tfs.astype(np.float64)
+                tfc = tf / (K1 * ((1 - B) + B * lengths / self.avgdl) + tf)
+                out[ids] += (idf * tfc).astype(np.float32)
+        return out

@@ -5,35 +5,37 @@ Everything the interfaces need goes through Library; it reads no config and no e
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import ingest
+from . import check, ingest
 from .answer import AnswerSettings, build_answer
 from .chunk import answer_units, chunk_text
 from .conversation import Turn, follow_up_query
 from .embed import Embedder
-from .errors import BadQuery, CitebotError, IndexBusy, IndexCorrupt, IndexNotFound
+from .errors import BadQuery, CitebotError, IndexCorrupt, IndexNotFound
 from .lexical import correct_spelling
-from .records import Answer, Chunk, Hit, Source
+from .paths import path_within
+from .plan import Planner, chunks_to_embed
+from .records import Answer, Hit, Source
 from .retrieve import RetrievalSettings, hybrid_search, search_with_sentences
 from .store import (
     ChunkSentences,
     Manifest,
     Snapshot,
     SourceRows,
+    Writer,
     current_generation,
     now_iso,
     open_snapshot,
-    write_generation,
+    open_writer,
+    write_lock,
 )
 
 # progress(chunks done, chunks to embed), called as embedding goes on; a chunk counts as done
@@ -67,7 +69,9 @@ class UpdateReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     chunks_embedded: int = 0
     chunks_total: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # until the update was committed and visible
+    merges: int = 0
+    merge_seconds: float = 0.0  # merging segments afterwards, readers answering meanwhile
     generation: str | None = None
 
     @property
@@ -104,7 +108,7 @@ class Library:
             if live is None:
                 raise IndexNotFound(f"no index in {self.index_dir}: "
                                     f"build one with `citebot index build`")
-            if self._snap is None or self._snap.folder != live:
+            if self._snap is None or not self._snap.is_current():
                 self._snap = open_snapshot(self.index_dir, self.manifest())
             return self._snap
 
@@ -128,40 +132,15 @@ class Library:
             snap = open_snapshot(self.index_dir, self.manifest())
         except CitebotError as exc:
             return [str(exc), "repair it with `citebot index build --rebuild`"]
-        problems = []
-        m, sources = snap.manifest, snap.sources()
-        rows = snap.all_chunks()
-        if len(sources) != m.sources or len(rows) != m.chunks:
-            problems.append(f"manifest counts {m.sources} sources/{m.chunks} chunks, the "
-                            f"database holds {len(sources)}/{len(rows)}")
-        if snap.vectors.ntotal != len(rows):
-            problems.append(f"{snap.vectors.ntotal} vectors for {len(rows)} chunks")
-        if snap.vectors.dim != m.dim:
-            problems.append(f"vectors have dimension {snap.vectors.dim}, manifest says {m.dim}")
-        texts: dict[str, str] = {}
-        for i, (chunk, blob) in enumerate(rows):
-            if chunk.id != i:
-                problems.append(f"chunk ids are not 0..{len(rows) - 1}")
-                break
-            if chunk.source_id not in sources:
-                problems.append(f"chunk {chunk.id} belongs to no source")
-                continue
-            text = texts.setdefault(chunk.source_id, snap.source_text(chunk.source_id))
-            if text[chunk.start:chunk.end] != chunk.text:
-                problems.append(f"chunk {chunk.id} does not match its source's text")
-            if len(blob) != 4 * m.dim:
-                problems.append(f"chunk {chunk.id} has a damaged embedding")
-        if rows and not problems:
-            sample = [0, len(rows) // 2, len(rows) - 1]
-            vecs = snap.embeddings(sample)
-            _, ids = snap.vectors.search(vecs, 1)
-            if any(int(ids[j][0]) != sample[j] and
-                   float(vecs[j] @ snap.embeddings([int(ids[j][0])])[0]) < 0.999
-                   for j in range(len(sample))):
-                problems.append("the vector file does not match the chunk rows")
-        if problems:
-            problems.append("repair it with `citebot index build --rebuild`")
-        return problems
+        try:
+            found = check.problems(snap)
+        except CitebotError as exc:
+            found = [str(exc)]
+        finally:
+            snap.close()
+        if found:
+            found.append("repair it with `citebot index build --rebuild`")
+        return found
 
     # -- answering -----------------------------------------------------------------------
 
@@ -217,83 +196,57 @@ class Library:
 
     # -- updating ------------------------------------------------------------------------
 
-    @contextmanager
-    def _writing(self, wait: bool) -> Iterator[None]:
-        self.index_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.index_dir / ".lock", "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError as exc:
-                raise IndexBusy("another update of this index is running; try again when "
-                                "it has finished") from exc
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
     def update(self, specs: Sequence[str], *, rebuild: bool = False, prune: bool = False,
                remove: Sequence[str] = (), progress: Progress | None = None,
                wait: bool = True) -> UpdateReport:
-        """Add or refresh sources (files, folders, URLs) and write a new generation.
+        """Add or refresh sources (files, folders, URLs), remove others, in one commit.
 
-        Unchanged sources keep their chunks; changed ones are re-chunked and only chunks
-        whose text is new are embedded. With prune, sources that vanished from the given
-        folders are dropped. Nothing is written when nothing changed.
+        Unchanged sources are not read again beyond their hash; a changed one is re-chunked
+        and only chunks whose text is new are embedded; the update writes only the rows and
+        vectors of the sources it adds or changes. With prune, sources that vanished from the
+        given folders are dropped. Nothing is written when nothing changed. Small segments
+        are merged afterwards (report.merge_seconds), while readers answer.
         """
         started = time.monotonic()
         report = UpdateReport()
-        with self._writing(wait):
-            old = None if rebuild else self._old_snapshot()
-            old_sources = old.sources() if old else {}
-            kept: dict[str, SourceRows] = {}
-            old_chunks = old.all_chunks() if old else []
-            if old:
-                by_source: dict[str, list] = {}
-                for chunk, _ in old_chunks:
-                    by_source.setdefault(chunk.source_id, []).append(chunk)
-                for sid, src in old_sources.items():
-                    kept[sid] = SourceRows(src, old.source_text(sid), by_source.get(sid, []))
+        with write_lock(self.index_dir, wait), \
+                open_writer(self.index_dir, self.manifest(), rebuild=rebuild,
+                            vector_kind=self.settings.vector_kind) as writer:
+            planner = Planner(writer.sources(), now_iso(), writer.file_keys())
             for spec in remove:
-                gone = _matching(kept, spec)
-                if not gone:
-                    raise CitebotError(f"{spec} is not in the index")
-                for sid in gone:
-                    report.removed.append(kept.pop(sid).source.location)
+                planner.remove(spec)
             if prune:
-                present = set(ingest.discover(list(specs)))
-                for sid in [s for s in kept if _under(kept[s].source, specs)]:
-                    if kept[sid].source.location not in present:
-                        report.removed.append(kept.pop(sid).source.location)
-            new_rows = self._load(specs, kept, report)
-            rows = list(kept.values())
-            changed = bool(report.added or report.changed or report.removed) or rebuild \
-                or old is None
-            report.chunks_total = sum(len(r.chunks) for r in rows)
-            if changed and not rows:  # BM25 (bm25s) cannot build an index of nothing
+                planner.prune(specs, ingest.discover(list(specs)))
+            rows = self._load(specs, planner, report)
+            plan = planner.plan
+            report.added = [s.location for s in plan.added]
+            report.changed = [s.location for s in plan.changed]
+            report.removed = [s.location for s in plan.removed]
+            report.unchanged, report.duplicates = plan.unchanged, plan.duplicates
+            report.chunks_total = writer.chunks_kept(plan.dropped_ids) + sum(
+                len(r.chunks) for r in rows)
+            if not planner.kept and (plan.writes or rebuild):
                 raise CitebotError("that would leave the index with no sources, so it is left "
                                    "as it was; add another source first")
-            if changed:  # the old vectors are read only when a generation will be written
-                reuse = _reusable(old, old_chunks) if old else {}
-                embeddings, sentences = self._embed(rows, new_rows, reuse, progress, report)
-                folder = write_generation(self.index_dir, self.manifest(), rows, embeddings,
-                                          sentences, self.settings.vector_kind)
-                report.generation = folder.name
-        report.seconds = time.monotonic() - started
+            if plan.writes or rebuild or writer.is_new:
+                embeddings, sentences = self._embed(writer, rows, progress, report)
+                report.generation = writer.apply(plan.dropped_ids, rows, embeddings, sentences)
+                report.seconds = time.monotonic() - started
+                merging = time.monotonic()
+                report.merges = writer.merge()
+                report.merge_seconds = time.monotonic() - merging
+                report.generation = writer.state()
+        if not report.seconds:
+            report.seconds = time.monotonic() - started
         return report
 
     def remove(self, specs: Sequence[str]) -> UpdateReport:
         """Drop sources (by path, URL, folder or id) and their chunks."""
         return self.update([], remove=specs)
 
-    def _old_snapshot(self) -> Snapshot | None:
-        if current_generation(self.index_dir) is None:
-            return None
-        return open_snapshot(self.index_dir, self.manifest())
-
-    def _load(self, specs: Sequence[str], kept: dict[str, SourceRows],
-              report: UpdateReport) -> set[str]:
-        """Load sources into kept; returns the ids that need chunking."""
-        fresh: set[str] = set()
+    def _load(self, specs: Sequence[str], planner: Planner,
+              report: UpdateReport) -> list[SourceRows]:
+        """Load the given sources; the chunked rows of those that are new or changed."""
         named = {os.path.normpath(s) for s in specs}
 
         def skip(spec: str, err: CitebotError) -> None:
@@ -301,45 +254,30 @@ class Library:
                 raise err
             report.skipped.append((spec, str(err)))
 
+        rows: dict[str, SourceRows] = {}
         docs = ingest.iter_documents(list(specs), timeout=self.settings.fetch_timeout,
                                      max_bytes=self.settings.fetch_max_bytes, on_error=skip)
         for doc in docs:
-            src = doc.source
-            prev = kept.get(src.id) or next(
-                (r for r in kept.values() if _same_file(r.source, src)), None)
-            if prev and prev.source.id != src.id:
-                # The same file spelled another way ("seeds" vs "/repo/seeds"): keep its id.
-                src = replace(src, id=prev.source.id, path=prev.source.path)
-            if prev and prev.source.content_hash == src.content_hash:
-                report.unchanged.append(src.location)
+            src = planner.offer(doc.source)
+            if src is None:
                 continue
-            twin = next((r.source for r in kept.values()
-                         if r.source.content_hash == src.content_hash and r.source.id != src.id),
-                        None)
-            if twin is not None:
-                report.duplicates.append((src.location, twin.location))
-                continue
-            added_at = prev.source.added_at if prev else now_iso()
-            src = replace(src, added_at=added_at)
             chunks = chunk_text(doc.text, src.id, self.embedder.token_counts,
                                 target_tokens=self.settings.target_tokens,
                                 max_tokens=self.embedder.max_tokens - 2,
                                 overlap_sentences=self.settings.overlap_sentences)
-            (report.changed if prev else report.added).append(src.location)
-            kept[src.id] = SourceRows(src, doc.text, chunks)
-            fresh.add(src.id)
-        return fresh
+            rows[src.id] = SourceRows(src, doc.text, chunks)
+        return list(rows.values())
 
-    def _embed(self, rows: list[SourceRows], fresh: set[str],
-               reuse: dict[str, tuple[np.ndarray, ChunkSentences]],
-               progress: Progress | None,
+    def _embed(self, writer: Writer, rows: list[SourceRows], progress: Progress | None,
                report: UpdateReport) -> tuple[np.ndarray, list[ChunkSentences]]:
-        """Vectors of every chunk and of its quotable sentences, reusing those of unchanged
-        chunk texts, so an update embeds only new text."""
+        """Vectors of the new rows' chunks and of their quotable sentences, reusing the
+        stored ones of chunk texts the index holds already, so an update embeds only new
+        text and reads only the vectors it reuses."""
         chunks = [c for r in rows for c in r.chunks]
+        reuse = writer.reusable([c.hash for c in chunks])
         out = np.zeros((len(chunks), self.embedder.dim), dtype=np.float32)
         sentences: list[ChunkSentences | None] = [None] * len(chunks)
-        todo = [i for i, c in enumerate(chunks) if c.hash not in reuse]
+        todo = chunks_to_embed(chunks, reuse)
         for i, c in enumerate(chunks):
             if c.hash in reuse:
                 out[i] = reuse[c.hash][0]
@@ -394,45 +332,4 @@ class _ChunkProgress:
             self.progress(chunks, self.chunks)
 
 
-def _reusable(old: Snapshot, chunks: list[tuple[Chunk, bytes]]
-              ) -> dict[str, tuple[np.ndarray, ChunkSentences]]:
-    """The old index's vectors of each chunk text and of its sentences, by text hash.
-
-    Sentence spans are kept relative to the chunk: the same text may start elsewhere next time.
-    """
-    sentences = old.all_sentences()
-    none = ChunkSentences((), np.zeros((0, old.manifest.dim), dtype=np.float32))
-    return {c.hash: (np.frombuffer(blob, dtype=np.float32),
-                     sentences.get(c.id, none).shifted(-c.start)) for c, blob in chunks}
-
-
-def _same_file(a: Source, b: Source) -> bool:
-    if a.path and b.path:
-        return os.path.realpath(a.path) == os.path.realpath(b.path)
-    return bool(a.url and a.url == b.url and not a.path and not b.path)
-
-
-def _matching(kept: dict[str, SourceRows], spec: str) -> list[str]:
-    """Ids of the sources a remove argument names: id, path, URL, or a folder holding them."""
-    if ingest.is_web_url(spec):
-        return [sid for sid, r in kept.items() if r.source.url == spec]
-    return [sid for sid, r in kept.items()
-            if spec == sid or (r.source.path and path_within(r.source.path, spec))]
-
-
-def path_within(path: str, folder: str) -> bool:
-    """Whether path is folder or lies inside it, both resolved (symlinks, "..")."""
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def _under(source: Source, specs: Sequence[str]) -> bool:
-    """Whether a file source lies in one of the given folders."""
-    if not source.path:
-        return False
-    path = os.path.normpath(source.path)
-    return any(os.path.isdir(s) and path.startswith(os.path.normpath(s).rstrip("/") + "/")
-               for s in specs)
-
-
-__all__ = ["Library", "Settings", "UpdateReport", "IndexCorrupt"]
+__all__ = ["Library", "Settings", "UpdateReport", "IndexCorrupt", "path_within"]

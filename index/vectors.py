@@ -228,3 +228,60 @@ class VectorIndex:
                 f"the vector file {path} holds a {found or 'foreign'} index, not a {kind} one")
         _tune(index, kind)
         return cls(index, kind)
+
+
+class SegmentedVectors:
+    """The vectors of all live segments searched as one index.
+
+    Each segment is a VectorIndex over its own chunk ids; removed chunks stay in their
+    segment until it is merged, so each segment is asked for as many more neighbours as it
+    holds removed ones, and those are dropped. `ntotal` is one past the largest chunk id (the
+    id space, as long as Lexical.scores' array), `live` the number of live vectors.
+    """
+
+    def __init__(self, parts: list[VectorIndex], dead: np.ndarray, bound: int, live: int,
+                 dim: int) -> None:
+        self.parts = parts
+        self.dead = np.asarray(dead, dtype=np.int64)
+        self.bound, self.live, self._dim = int(bound), int(live), int(dim)
+
+    @property
+    def ntotal(self) -> int:
+        return self.bound
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def kind(self) -> str:
+        """The kind of the largest segment (what stats show)."""
+        return max(self.parts, key=lambda p: p.ntotal).kind if self.parts else "flat"
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) per query row over every segment; missing slots have id -1."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = max(1, k)
+        all_scores = [np.full((len(queries), 0), -np.inf, dtype=np.float32)]
+        all_ids = [np.zeros((len(queries), 0), dtype=np.int64)]
+        for part in self.parts:
+            if not part.ntotal:
+                continue
+            scores, ids = part.search(queries, k + len(self.dead))
+            if len(self.dead):
+                gone = np.isin(ids, self.dead) | (ids < 0)
+                scores = np.where(gone, -np.inf, scores)
+                ids = np.where(gone, -1, ids)
+            all_scores.append(scores.astype(np.float32))
+            all_ids.append(ids.astype(np.int64))
+        scores, ids = np.concatenate(all_scores, axis=1), np.concatenate(all_ids, axis=1)
+        scores = np.where(ids < 0, -np.inf, scores)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top_s = np.take_along_axis(scores, order, axis=1)
+        top_i = np.take_along_axis(ids, order, axis=1)
+        if top_s.shape[1] < k:
+            pad = k - top_s.shape[1]
+            top_s = np.pad(top_s, ((0, 0), (0, pad)), constant_values=-np.inf)
+            top_i = np.pad(top_i, ((0, 0), (0, pad)), constant_values=-1)
+        top_i = np.where(np.isfinite(top_s), top_i, -1)
+        return top_s, top_i

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from . import ingest
 from .errors import CitebotError
-from .library import Library, UpdateReport, path_within
+from .library import Library, UpdateReport
+from .paths import path_within
 
 log = logging.getLogger("citebot.watch")
 

@@ -98,3 +98,24 @@ def test_frame_pattern_reads_tqdm_output():
     assert build.FRAME.findall("0/62 [00:00<?, ?chunk/s]") == [("0", "62", "00:00", "?", "?")]
     assert build.FRAME.findall("5/9 [00:01<00:01, 3.2text/s]") == [("5", "9", "00:01", "00:01",
                                                                      "3.2")]
+
+
+def test_updates_smoke(tmp_path):
+    """bench/updates.py --smoke grows an index, times one-article updates and compares a grown
+    index with a fresh one; every row is filled and the two indexes agree."""
+    from bench import updates
+
+    text = updates.main(["--smoke", "--work", str(tmp_path / "work"),
+                         "--out", str(tmp_path / "updates.md")])
+    assert "STAND-IN EMBEDDING" in text
+    rows = parse_table(text)
+    assert len(rows) == 2
+    for row in rows:
+        assert number(row["chunks"]) >= 300
+        for key in ("add one s", "edit one s", "remove one s", "search ms", "ask ms"):
+            assert 0 < number(row[key]) < 120, (key, row)
+        update_mb, reader_mb = (number(x) for x in row["peak MB update / reader"].split(" / "))
+        assert 20 < update_mb < 5000 and 20 < reader_mb < 5000
+        assert 0.5 < number(row["disk / fresh build"]) < 3
+    same = text.split("fresh build after adds, an edit and a removal: ")[1].split()
+    assert same[0] == same[2] and int(same[0]) > 0  # every question's top-10 matched

@@ -100,6 +100,12 @@ def test_index_commands(capsys, index_copy):
     assert code == 0 and "1 added" in out and "4 unchanged" in out
 
 
+def _files(folder) -> dict:
+    """Every file's bytes; SQLite's -wal/-shm files come and go with its connections."""
+    return {p: p.read_bytes() for p in folder.rglob("*")
+            if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+
+
 def _refused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -110,7 +116,7 @@ def _refused_port() -> int:
                                   "empty-q", "blank-q", "huge-q", "corrupt", "no-index",
                                   "no-index-no-sources", "bad-queries-file", "bad-config"])
 def test_bad_input_is_one_line_exit_1_and_index_kept(capsys, index_copy, tmp_path, case):
-    before = {p: p.read_bytes() for p in index_copy.rglob("*") if p.is_file()}
+    before = _files(index_copy)
     ix = ["--index", index_copy]
     if case == "missing":
         argv = ["index", "add", tmp_path / "nope.txt", *ix]
@@ -132,9 +138,8 @@ def test_bad_input_is_one_line_exit_1_and_index_kept(capsys, index_copy, tmp_pat
     elif case == "huge-q":
         argv = ["ask", "darroch " * 12_500, *ix]
     elif case == "corrupt":
-        gen = next(index_copy.glob("gen-*"))
-        (gen / "vectors.faiss").write_bytes(b"\x00" * 100)
-        before = {p: p.read_bytes() for p in index_copy.rglob("*") if p.is_file()}
+        next(index_copy.glob("gen-*/seg-*/vectors.faiss")).write_bytes(b"\x00" * 100)
+        before = _files(index_copy)
         argv = ["search", "Darroch", *ix]
     elif case == "no-index":
         argv = ["index", "list", "--index", tmp_path / "none"]
@@ -154,7 +159,7 @@ def test_bad_input_is_one_line_exit_1_and_index_kept(capsys, index_copy, tmp_pat
     assert "Traceback" not in err and len(err) < 400
     if case == "no-index-no-sources":
         assert "no index at" in err and "citebot index build" in err and "gone" in err
-    assert {p: p.read_bytes() for p in index_copy.rglob("*") if p.is_file()} == before
+    assert _files(index_copy) == before
 
 
 def test_usage_errors_exit_2(capsys):

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from bot.app import make_library
-from index.errors import IndexCorrupt, ModelMismatch, SourceUnreadable
+from index.errors import CitebotError, IndexCorrupt, ModelMismatch, SourceUnreadable
 from index.library import Library, Settings
-from index.store import current_generation
+from index.store import STORE, current_generation
 
 from .conftest import SEEDS, library, seeds_config
 
 
 def _tree(folder):
+    """Every file's bytes; SQLite's own -wal/-shm files come and go with its connections."""
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+            if p.is_file() and p.name != ".lock" and not p.name.endswith(("-wal", "-shm"))}
 
 
 def test_seeds_index_holds_every_article(seeds_library):
@@ -54,20 +57,30 @@ def test_remove_and_rebuild(index_copy, seeds_library):
 
 @pytest.mark.parametrize("made", ["other-settings", "old-format"])
 def test_an_index_made_otherwise_is_refused_with_a_rebuild_hint(index_copy, seeds_library, made):
-    """Other chunking settings (named in the error), or an index of the format before sentence
-    vectors were stored: searching it would give wrong answers, so it asks for --rebuild."""
+    """Other chunking settings (named in the error), or an index in the format before segments
+    (one whole generation per update): it is refused, not read wrongly, not rebuilt silently
+    and not lost, and the one command the error names upgrades it."""
     if made == "other-settings":
         lib = Library(index_copy, seeds_library.embedder,
                       replace(seeds_library.settings, target_tokens=64))
         hint = "target_tokens.*--rebuild"
-    else:
-        manifest = current_generation(index_copy) / "manifest.json"
-        data = json.loads(manifest.read_text())
-        manifest.write_text(json.dumps({**data, "format_version": 1}))
+    else:  # what format 2 left: CURRENT -> gen-N holding manifest.json, vectors.faiss, bm25/
+        old = index_copy / "gen-000042"
+        (old / "bm25").mkdir(parents=True)
+        (old / "manifest.json").write_text(json.dumps({"format_version": 2}))
+        (old / "index.sqlite").write_bytes(b"SQLite format 3\x00")
+        (old / "vectors.faiss").write_bytes(b"old vectors")
+        (index_copy / "CURRENT").write_text("gen-000042\n")
         lib = library(index_copy, seeds_library)
-        hint = "format version 1.*--rebuild"
+        hint = "older format.*`citebot index build --rebuild`"
+    before = _tree(index_copy)
     with pytest.raises(ModelMismatch, match=hint):
         lib.search("who defended Darroch?")
+    with pytest.raises(ModelMismatch, match=hint):
+        lib.update([str(SEEDS)])
+    assert _tree(index_copy) == before  # nothing rebuilt or dropped behind the user's back
+    lib.update([str(SEEDS)], rebuild=True)
+    assert lib.check() == [] and len(lib.sources()) == 5
 
 
 def test_bad_source_leaves_the_index_as_it_was(tmp_path, index_copy, seeds_library):
@@ -80,25 +93,52 @@ def test_bad_source_leaves_the_index_as_it_was(tmp_path, index_copy, seeds_libra
     assert _tree(index_copy) == before
 
 
-@pytest.mark.parametrize("damage", ["vectors", "sqlite", "manifest", "current"])
-def test_damaged_index_is_a_named_error_and_check_says_rebuild(index_copy, seeds_library,
-                                                               damage):
-    gen = current_generation(index_copy)
+def _damage(index: Path, damage: str) -> None:
+    gen = current_generation(index)
     if damage == "vectors":
-        (gen / "vectors.faiss").write_bytes(b"garbage")
+        next(gen.glob("seg-*/vectors.faiss")).write_bytes(b"garbage")
+    elif damage == "postings":
+        next(gen.glob("seg-*/docs.npy")).write_bytes(b"garbage")
     elif damage == "sqlite":
-        (gen / "index.sqlite").write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+        (gen / STORE).write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
     elif damage == "manifest":
-        (gen / "manifest.json").write_text("{")
-    else:
-        (index_copy / "CURRENT").write_text("gen-999999\n")
+        db = sqlite3.connect(gen / STORE)
+        db.execute("UPDATE meta SET value = '{' WHERE key = 'manifest'")
+        db.commit()
+        db.close()
+    elif damage == "current":
+        (index / "CURRENT").write_text("gen-999999\n")
+    elif damage == "current-bytes":
+        (index / "CURRENT").write_bytes(b"gen-\xff\n")
+    elif damage == "current-folder":
+        (index / "CURRENT").unlink()
+        (index / "CURRENT").mkdir()
+        (index / "CURRENT" / "x").write_text("x")
+    elif damage == "store-folder":
+        (gen / STORE).unlink()
+        (gen / STORE).mkdir()
+
+
+DAMAGES = ["vectors", "postings", "sqlite", "manifest", "current", "current-bytes",
+           "current-folder", "store-folder"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_index_is_a_named_error_and_rebuild_repairs_it(index_copy, seeds_library,
+                                                                 damage):
+    """Any damage to the data or the control files: one named error for readers and
+    writers, `index check` says rebuild, and --rebuild repairs it whatever it was."""
+    _damage(index_copy, damage)
     lib = library(index_copy, seeds_library)
-    with pytest.raises(IndexCorrupt):
+    with pytest.raises(CitebotError) as err:
         lib.search("who resigned?")
+    assert isinstance(err.value, IndexCorrupt | ModelMismatch), err.value
+    assert "--rebuild" in str(err.value) and "\n" not in str(err.value)
     problems = lib.check()
     assert problems and "--rebuild" in problems[-1]
     lib.update([str(SEEDS)], rebuild=True)
     assert lib.check() == [] and lib.search("who resigned?")
+    assert (index_copy / "CURRENT").is_file()
 
 
 def test_defaults_config_builds_from_seeds(tmp_path):

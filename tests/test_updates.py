@@ -160,16 +160,13 @@ def test_watch_cli_updates_then_stops_on_ctrl_c(tmp_path):
 
 # -- readers during updates ------------------------------------------------------------------------
 
-def _generation(folder: Path) -> dict:
-    """What a reader may see of one generation: its chunks (with their row ids) and texts."""
-    snap = Snapshot(folder)
-    try:
-        chunks = {(c.id, c.source_id, c.start, c.end, c.text) for c, _ in snap.all_chunks()}
-        texts = {sid: snap.source_text(sid) for sid in snap.sources()}
-        assert snap.manifest.chunks == len(chunks) == snap.vectors.ntotal
-        assert snap.manifest.sources == len(texts)
-    finally:
-        snap.close()
+def _state(lib: Library) -> dict:
+    """What a reader may see of the index as it is now: chunks (with their row ids) and texts."""
+    snap = lib.snapshot()
+    chunks = {(c.id, c.source_id, c.start, c.end, c.text) for c, _ in snap.all_chunks()}
+    texts = {sid: snap.source_text(sid) for sid in snap.sources()}
+    assert snap.manifest.chunks == len(chunks) == snap.vectors.live
+    assert snap.manifest.sources == len(texts)
     return {"chunks": chunks, "texts": texts}
 
 
@@ -191,9 +188,8 @@ def test_questions_are_answered_throughout_ten_updates(tmp_path, seeds_library):
         shutil.copy(SEEDS / name, folder)
     (folder / "owls.md").write_text(note(*ANIMALS[0]))
     writer = library(tmp_path / "index", seeds_library)
-    writer.update([str(folder)])
-    generations = {current_generation(writer.index_dir).name:
-                   _generation(current_generation(writer.index_dir))}
+    first = writer.update([str(folder)])
+    generations = {first.generation: _state(writer)}
 
     reader = library(tmp_path / "index", seeds_library)  # another Library, as the bot has
     questions = ["who defended Darroch?", "where do snowy owls nest?",
@@ -232,7 +228,8 @@ def test_questions_are_answered_throughout_ten_updates(tmp_path, seeds_library):
                 (folder / notes[-1]).write_text(note(animal, fact, version=i))
             report = writer.update([str(folder)], prune=True)
             assert report.wrote, i
-            generations[report.generation] = _generation(writer.index_dir / report.generation)
+            assert writer.snapshot().generation == report.generation
+            generations[report.generation] = _state(writer)
             time.sleep(0.3)  # let the readers ask a few questions of each generation
     finally:
         stop.set()
@@ -242,7 +239,7 @@ def test_questions_are_answered_throughout_ten_updates(tmp_path, seeds_library):
     assert failures == []
     assert len(generations) == 11 and len(results) >= 20
     assert len(set(seen)) >= 5, "the reader did not follow the new generations"
-    assert seen[-1] == current_generation(writer.index_dir).name
+    assert seen[-1] == writer.snapshot().generation
     mixed = [r for r in results if not any(_consistent(r, g) for g in generations.values())]
     assert mixed == [], "a result mixes generations or shows a half-built one"
     assert sum(isinstance(r, Answer) and r.answered for r in results) > 0
@@ -256,7 +253,7 @@ def test_questions_are_answered_throughout_ten_updates(tmp_path, seeds_library):
 
 # -- crashes ---------------------------------------------------------------------------------------
 
-# Runs `citebot index build` with one library function replaced by a pause that announces itself
+# Runs `citebot index build` with one store function replaced by a pause that announces itself
 # (writes the marker file), so the test can SIGKILL the process at exactly that point.
 CRASH_SCRIPT = r"""
 import os, sys, time
@@ -274,15 +271,19 @@ def pause(*args, **kwargs):
     time.sleep(600)
 
 
+commits = []
+real_commit, real_write = index.store._commit, index.store._write_file
 if point == "embedding":
     index.embed.Embedder.encode = pause
-elif point == "writing":  # the SQLite rows are in the temporary folder; vectors are next
-    index.store.VectorIndex.build = classmethod(pause)
-elif point == "renaming":  # the temporary folder is complete, not yet renamed
-    index.store._fsync_tree = pause
-elif point == "switching":  # the new generation folder is in place; CURRENT still old
-    real = index.store._fsync_file
-    index.store._fsync_file = lambda p: pause() if p.name.startswith(".CURRENT.") else real(p)
+elif point == "segment":  # half the new segment's files are written
+    index.store._write_file = lambda p, d: pause() if p.name == "docs.npy" else real_write(p, d)
+elif point == "committing":  # rows inserted, segment written, the transaction not committed
+    index.store._commit = pause
+elif point == "merging":  # the update committed; the merged segment written, not committed
+    index.store.MERGE_FACTOR, index.store._tier = 2, lambda chunks: 0
+    index.store._commit = lambda db: pause() if commits else commits.append(real_commit(db))
+elif point == "switching":  # a rebuild's generation complete, CURRENT not yet switched
+    index.store._publish = pause
 sys.exit(main(sys.argv[3:]))
 """
 
@@ -295,16 +296,8 @@ def _extra_folder(tmp_path: Path) -> Path:
     return extra
 
 
-@pytest.mark.parametrize("point", ["embedding", "writing", "renaming", "switching"])
-def test_a_build_killed_midway_leaves_the_old_index_answering(index_copy, tmp_path,
-                                                                seeds_library, capsys, point):
-    extra = _extra_folder(tmp_path)
-    lib = library(index_copy, seeds_library)
-    before = current_generation(index_copy)
-    answer_before = lib.ask("who defended Darroch?")
-    marker = tmp_path / "paused"
-    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, point, str(marker), "index",
-                             "build", str(extra), "--index", str(index_copy)],
+def _kill_at(point: str, argv: list[str], marker: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, point, str(marker), *argv],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -317,25 +310,44 @@ def test_a_build_killed_midway_leaves_the_old_index_answering(index_copy, tmp_pa
         proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
 
-    leftovers = sorted(p.name for p in index_copy.iterdir() if p.name.startswith((".tmp", ".CUR")))
-    if point in ("writing", "renaming"):
-        assert leftovers and leftovers[0].startswith(".tmp-gen-")  # killed mid-write indeed
+
+@pytest.mark.parametrize("point", ["embedding", "segment", "committing", "merging",
+                                   "switching"])
+def test_an_update_killed_midway_leaves_the_old_index_answering(index_copy, tmp_path,
+                                                                 seeds_library, capsys, point):
+    """SIGKILL of a real `citebot index build` at each step of an update, of the merge that
+    follows it, and of a rebuild: readers keep the whole previous index (or, once the update
+    committed, the whole new one), `index check` passes, and the next update needs no repair."""
+    extra = _extra_folder(tmp_path)
+    lib = library(index_copy, seeds_library)
+    before = _state(lib)
+    answer_before = lib.ask("who defended Darroch?")
+    gen = current_generation(index_copy)
+    argv = ["index", "build", str(extra), "--index", str(index_copy)]
     if point == "switching":
-        assert len(list(index_copy.glob("gen-*"))) == 2 and leftovers  # complete, not live
-    assert current_generation(index_copy) == before
-    assert lib.ask("who defended Darroch?") == answer_before
-    assert len(lib.sources()) == 5
+        argv = ["index", "build", str(SEEDS), "--rebuild", "--index", str(index_copy)]
+    _kill_at(point, argv, tmp_path / "paused")
+
+    segments = {p.name for p in gen.glob("seg-*")}
+    if point in ("segment", "committing", "merging"):
+        assert len(segments) > len(lib.snapshot().segments)  # killed mid-write indeed
+    if point == "switching":
+        assert [p.name for p in index_copy.glob(".tmp-gen-*")]  # complete, not live
+    assert current_generation(index_copy) == gen
+    if point == "merging":  # the update itself had committed: all of it, and all before
+        assert len(lib.sources()) == 8 and before["chunks"] < _state(lib)["chunks"]
+    else:
+        assert _state(lib) == before and lib.ask("who defended Darroch?") == answer_before
     assert main(["index", "check", "--index", str(index_copy)]) == 0
     assert "index is sound" in capsys.readouterr().out
 
+    (extra / "herons.md").write_text(note(*ANIMALS[3]))
     report = lib.update([str(extra)], wait=False)  # the dead writer's lock is gone
-    assert len(report.added) == 3 and report.wrote
+    assert report.wrote and any("herons" in a for a in report.added)
     assert not [p for p in index_copy.iterdir() if p.name.startswith((".tmp", ".CURRENT."))]
-    # The generation live until now stays for readers that just read CURRENT; the dead
-    # writer's orphan (point "switching") is the one dropped.
-    gens = sorted(p.name for p in index_copy.glob("gen-*"))
-    assert gens == sorted([before.name, current_generation(index_copy).name])
-    assert lib.check() == [] and len(lib.sources()) == 8
+    live = set(lib.snapshot().segments)
+    assert {p.name for p in current_generation(index_copy).glob("seg-*")} == live
+    assert lib.check() == [] and len(lib.sources()) == 9
     assert lib.search("sea otters hold hands", k=1)[0].source.title == "The otters report"
 
 
@@ -343,15 +355,15 @@ def test_a_build_killed_midway_leaves_the_old_index_answering(index_copy, tmp_pa
 
 def test_unchanged_build_embeds_nothing_writes_nothing_and_says_so(index_copy, seeds_library,
                                                                     capsys):
-    before = current_generation(index_copy)
+    before = library(index_copy, seeds_library).snapshot().generation
     report = library(index_copy, seeds_library).update([str(SEEDS)])
     assert report.chunks_embedded == 0 and not report.wrote and len(report.unchanged) == 5
-    assert current_generation(index_copy) == before
+    assert library(index_copy, seeds_library).snapshot().generation == before
     assert main(["index", "build", str(SEEDS), "--index", str(index_copy)]) == 0
     out = capsys.readouterr().out
     assert "0 chunks embedded" in out and "5 unchanged" in out
     assert "nothing changed, index left as it was" in out
-    assert current_generation(index_copy) == before
+    assert library(index_copy, seeds_library).snapshot().generation == before
 
 
 def _sentences_by_hash(snap: Snapshot) -> dict[str, ChunkSentences]:

@@ -1,0 +1,221 @@
+"""The segment store: updates write only what changed, results do not depend on how the
+index was built, and BM25 statistics are those of a fresh build.
+
+Real SQLite, FAISS and files; the model is the real one where answers matter, the labelled
+stand-in (bench/standin.py: vectors from a hash of the text, real tokenizer) where only the
+store is checked.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.standin import HashEmbedder
+from index import store
+from index.lexical import Lexical, Postings, lexical_text, tokenize
+from index.library import Library
+from index.store import STORE, current_generation
+
+from .conftest import SEEDS, library
+
+WORDS = ("river otter heron beaver owl badger puffin tundra willow lodge colony cliff island "
+         "spring survey warden nest tree coast sleep hold hands fell build return count").split()
+
+
+def article(n: int, version: int = 0) -> str:
+    """A small article of its own: three paragraphs, words drawn by its number."""
+    rng = np.random.default_rng(n * 1000 + version)
+    paragraphs = []
+    for p in range(3):
+        words = rng.choice(WORDS, size=40)
+        paragraphs.append(f"Report {n} part {p} edition {version}: " + " ".join(words) + ".")
+    return f"# Article {n}\n\n" + "\n\n".join(paragraphs) + "\n"
+
+
+@pytest.fixture(scope="module")
+def standin() -> HashEmbedder:
+    return HashEmbedder()
+
+
+def _top(lib: Library, queries: list[str], k: int = 10) -> list[list[tuple]]:
+    """Each query's hits as (path, start, end, score rounded), comparable across indexes."""
+    return [[(h.source.path, h.chunk.start, h.chunk.end, round(h.score, 5))
+             for h in hits] for hits in lib.search_many(queries, k)]
+
+
+def _same_ranking(a: list[tuple], b: list[tuple]) -> bool:
+    """Equal hits and scores; hits of equal score may come in either order (ties aside)."""
+    return sorted(a, key=lambda h: (-h[3], h)) == sorted(b, key=lambda h: (-h[3], h))
+
+
+def _lexical_view(lib: Library) -> tuple:
+    """BM25 statistics and every live chunk's score for a few queries, by (path, start)."""
+    snap = lib.snapshot()
+    where = {c.id: (snap.sources()[c.source_id].path, c.start) for c, _ in snap.all_chunks()}
+    scores = []
+    for q in ("otter river survey", "heron heron colony", "edition 3 warden"):
+        s = snap.lexical.scores(q)
+        scores.append(sorted((where[i], round(float(s[i]), 5)) for i in where))
+    stems = tokenize(" ".join(WORDS))
+    return (snap.lexical.n_docs, round(snap.lexical.avgdl, 9),
+            snap.lexical.doc_freqs(stems).tolist(), scores,
+            snap.word_counts(sorted({w for w in WORDS if len(w) >= 5})))
+
+
+def test_results_equal_a_fresh_rebuild_after_adds_edits_and_removals(tmp_path, standin,
+                                                                     monkeypatch):
+    """Many small updates (with merges along the way) leave the same top-10, the same BM25
+    statistics and the same spelling vocabulary as one fresh build of the final folder."""
+    monkeypatch.setattr(store, "MERGE_FACTOR", 3)
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    lib = Library(tmp_path / "grown", standin)
+    for n in range(4):
+        (folder / f"a{n}.md").write_text(article(n))
+    lib.update([str(folder)])
+    merges = 0
+    for step in range(12):
+        if step % 4 == 3:
+            (folder / f"a{step // 4}.md").unlink()  # removed
+        elif step % 4 == 1:
+            (folder / f"a{step + 9}.md").write_text(article(step + 9, version=step))  # edited
+        else:
+            (folder / f"a{step + 10}.md").write_text(article(step + 10))  # added
+        report = lib.update([str(folder)], prune=True)
+        assert report.wrote
+        merges += report.merges
+    assert merges >= 2, "the series should have merged segments"
+    assert lib.snapshot().vectors.ntotal > lib.snapshot().vectors.live  # ids left behind
+    assert lib.check() == []
+
+    fresh = Library(tmp_path / "fresh", standin)
+    fresh.update([str(folder)])
+    assert len(fresh.snapshot().segments) == 1
+    queries = ["otter river survey", "heron colony on the cliff", "edition 5 warden count",
+               "Article 12", "beaver lodge willow", "part 2 puffin"]
+    for got, want in zip(_top(lib, queries), _top(fresh, queries), strict=True):
+        assert _same_ranking(got, want)
+    assert _lexical_view(lib) == _lexical_view(fresh)
+
+
+def test_real_model_answers_equal_a_fresh_rebuilds(tmp_path, seeds_library, monkeypatch):
+    """The same with the real model and the seed articles: an edit, an addition and a removal
+    later, search and ask give what a fresh build gives."""
+    monkeypatch.setattr(store, "MERGE_FACTOR", 2)
+    folder = tmp_path / "seeds"
+    shutil.copytree(SEEDS, folder)
+    grown = library(tmp_path / "grown", seeds_library)
+    grown.update([str(p) for p in sorted(folder.glob("*.txt"))[:3]])
+    grown.update([str(folder)])
+    target = sorted(folder.glob("*.txt"))[1]
+    target.write_text(target.read_text(encoding="utf-8").replace("the", "this", 3),
+                      encoding="utf-8")
+    grown.update([str(folder)])
+    gone = sorted(folder.glob("*.txt"))[0]
+    gone.unlink()
+    grown.update([str(folder)], prune=True)
+    fresh = library(tmp_path / "fresh", seeds_library)
+    fresh.update([str(folder)])
+    questions = ["who defended Darroch?", "why did Darroch resign?", "what did Corbyn say?",
+                 "what did the leaked cables say?", "who is Nigel Farage?"]
+    for got, want in zip(_top(grown, questions), _top(fresh, questions), strict=True):
+        assert _same_ranking(got, want)
+    for q in questions[:2]:
+        assert grown.ask(q).to_json() == fresh.ask(q).to_json()
+
+
+def test_bm25_scores_equal_bm25s_lucene_on_the_same_chunks():
+    """The segmented BM25 is Lucene's BM25 as bm25s computes it, across segments and with
+    removed chunks left out of every statistic."""
+    import bm25s
+
+    texts = [article(n).replace("\n", " ") for n in range(30)] + ["", "the and of"]
+    keep = [i for i in range(len(texts)) if i % 7 != 3]  # chunks 3, 10, 17... removed
+    parts = [Postings.build(0, list(range(12)), texts[:12]),
+             Postings.build(12, list(range(12, len(texts))), texts[12:])]
+    dead = np.array([i for i in range(len(texts)) if i not in keep])
+    lengths = {i: len(tokenize(texts[i]) or ["x"]) for i in keep}
+    lex = Lexical(parts, dead, len(keep), sum(lengths.values()), len(texts))
+
+    ref = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
+    ref.index([tokenize(texts[i]) or ["\x00empty"] for i in keep], show_progress=False)
+    for query in ("otter river survey", "heron heron colony", "Report 12 edition", "zzz"):
+        ids = [ref.vocab_dict[t] for t in tokenize(query) if t in ref.vocab_dict]
+        want = ref.get_scores_from_ids(ids) if ids else np.zeros(len(keep))
+        got = lex.scores(query)
+        np.testing.assert_allclose(got[keep], want, rtol=1e-5, atol=1e-6)
+        assert not got[dead].any()
+    merged = Postings.merge(parts, 0, len(texts), dead)
+    one = Lexical([merged], np.zeros(0, np.int64), len(keep), sum(lengths.values()),
+                  len(texts))
+    np.testing.assert_array_equal(one.scores("otter heron Report 12"),
+                                  lex.scores("otter heron Report 12"))
+    assert lexical_text("Johnson said", {"Johnson": {"Boris"}}).endswith("Boris")
+
+
+def _rows(index: Path) -> dict[str, list]:
+    db = sqlite3.connect(current_generation(index) / STORE)
+    try:
+        return {t: db.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
+                for t in ("sources", "chunks", "sentences")}
+    finally:
+        db.close()
+
+
+def test_an_update_of_one_article_writes_only_that_articles_rows_and_vectors(tmp_path,
+                                                                             standin):
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    for n in range(40):
+        (folder / f"a{n}.md").write_text(article(n))
+    lib = Library(tmp_path / "index", standin)
+    lib.update([str(folder)])
+    before = _rows(lib.index_dir)
+    gen = current_generation(lib.index_dir)
+    old_files = {p: p.stat().st_mtime_ns for p in gen.glob("seg-*/*")}
+
+    (folder / "a7.md").write_text(article(7, version=1))
+    report = lib.update([str(folder)])
+    assert report.changed == [str(folder / "a7.md")] and len(report.unchanged) == 39
+    after = _rows(lib.index_dir)
+    sid = next(s.id for s in lib.sources() if s.path.endswith("a7.md"))
+    new_chunks = [r for r in after["chunks"] if r not in before["chunks"]]
+    gone_chunks = [r for r in before["chunks"] if r not in after["chunks"]]
+    assert new_chunks and {r[1] for r in new_chunks} == {sid}  # only its rows are new
+    assert {r[1] for r in gone_chunks} == {sid}  # and only its old rows went
+    assert [r for r in after["sources"] if r not in before["sources"]][0][0] == sid
+    old_ids = {r[0] for r in gone_chunks}
+    assert all(r[1] not in old_ids for r in after["sentences"])
+    # The segment files already there are untouched; the new segment holds its vectors only.
+    assert {p: p.stat().st_mtime_ns for p in old_files} == old_files
+    snap = lib.snapshot()
+    new_segment = snap.vectors.parts[-1]
+    assert new_segment.ntotal == len(new_chunks) == report.chunks_total - (
+        len(before["chunks"]) - len(gone_chunks))
+    assert sorted(snap.segment_ids(snap.segments[-1])[0]) == sorted(r[0] for r in new_chunks)
+    assert lib.check() == []
+
+
+def test_merging_keeps_every_chunk_and_drops_the_removed(tmp_path, standin, monkeypatch):
+    monkeypatch.setattr(store, "MERGE_FACTOR", 2)
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    lib = Library(tmp_path / "index", standin)
+    for n in range(6):
+        (folder / f"a{n}.md").write_text(article(n))
+        lib.update([str(folder)])
+    (folder / "a2.md").unlink()
+    lib.update([str(folder)], prune=True)
+    snap = lib.snapshot()
+    assert len(snap.segments) < 6 and lib.check() == []
+    held = sum(p.ntotal for p in snap.vectors.parts) - len(snap.vectors.dead)
+    assert held == snap.vectors.live == len(snap.all_chunks())
+    assert {s.path.rsplit("/", 1)[1] for s in lib.sources()} == \
+        {f"a{n}.md" for n in (0, 1, 3, 4, 5)}
+    assert not [p for p in current_generation(lib.index_dir).glob("seg-*")
+                if p.name not in snap.segments]
