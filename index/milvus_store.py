@@ -28,30 +28,22 @@ or IVF_FLAT only) and a server or cluster (`uri` http://host:19530).
 
 from __future__ import annotations
 
-import hashlib
 import json
+import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from .errors import CitebotError, IndexCorrupt, IndexNotFound, StoreUnavailable
-from .lexical import given_names, lexical_text, surface_words, tokenize
-from .records import Chunk, Source
+from .errors import CitebotError, IndexBusy, IndexCorrupt, IndexNotFound, StoreUnavailable
+from .milvus_generation import KINDS, MAX_TEXT, PLACEHOLDER, SOURCE_FIELDS, Generation
+from .records import Source
 from .store import ChunkSentences, Manifest, SourceRows, now_iso
 
-KINDS = ("chunks", "sentences", "sources", "terms")
-MAX_TEXT = 65_535  # Milvus's VARCHAR limit, in bytes
-_QUERY_WINDOW = 16_384  # Milvus's most rows of one query
-BATCH = 512  # rows per insert: a few MB, far below gRPC's message limit
-_PLACEHOLDER = [0.0, 0.0]
-_SOURCE_FIELDS = ("id", "title", "path", "url", "publisher", "date", "content_hash", "added_at")
-_CHUNK_FIELDS = ("source_id", "text", "start", "end", "hash")
-_REQUIRED = ("id", "title", "content_hash", "chunks")  # the others are None when empty
 # Dense index per deployment: Lite offers only FLAT, IVF_FLAT and AUTOINDEX; exact FLAT keeps
 # parity with the local store. A server gets a graph by default.
 _INDEX_PARAMS = {"FLAT": {}, "IVF_FLAT": {"nlist": 1024}, "IVF_SQ8": {"nlist": 4096},
@@ -80,26 +72,6 @@ def _client(uri: str, token: str):
         raise StoreUnavailable(f"cannot reach Milvus at {uri}: {exc}") from exc
 
 
-def chunk_id(source_id: str, start: int, text_hash: str) -> int:
-    """A stable 63-bit primary key: the same chunk of the same source keeps its row."""
-    digest = hashlib.blake2b(f"{source_id}\0{start}\0{text_hash}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "big") >> 1
-
-
-def bm25_terms(text: str) -> str:
-    """What the BM25 field holds (and a query is searched as): citebot's tokens, spaced."""
-    return " ".join(tokenize(text))
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """Chunks found by dense or BM25 search, each with its exact cosine and its BM25 score."""
-
-    ids: np.ndarray  # int64
-    dense: np.ndarray  # float32
-    lexical: np.ndarray  # float32, 0 where no query term occurs
-
-
 class MilvusStore:
     """One citebot index in a Milvus: its generations and the pointer to the live one."""
 
@@ -120,6 +92,7 @@ class MilvusStore:
         self._loaded: set[str] = set()
         self._open: dict[str, Generation] = {}
         self._closed = False
+        self._writing = threading.Lock()
 
     # -- the pointer ---------------------------------------------------------------------
 
@@ -163,7 +136,7 @@ class MilvusStore:
             schema.add_field("key", _dt().VARCHAR, is_primary=True, max_length=256)
             schema.add_field("value", _dt().VARCHAR, max_length=MAX_TEXT)
             self._create(self._meta, schema, {})
-        self.client.upsert(self._meta, [{"key": key, "value": value, "_": _PLACEHOLDER}])
+        self.client.upsert(self._meta, [{"key": key, "value": value, "_": PLACEHOLDER}])
 
     # -- generations ---------------------------------------------------------------------
 
@@ -238,7 +211,7 @@ class MilvusStore:
         self._create(self._collection(gen, "sentences"), sentences,
                      {"vector": ("FLAT", "IP", {})})
         sources = self._schema()
-        for field in _SOURCE_FIELDS:
+        for field in SOURCE_FIELDS:
             sources.add_field(field, dt.VARCHAR, max_length=4096, is_primary=field == "id")
         sources.add_field("chunks", dt.INT64)
         self._create(self._collection(gen, "sources"), sources, {})
@@ -266,6 +239,78 @@ class MilvusStore:
             self._loaded.discard(name)
         self._open.pop(gen, None)
 
+    @contextmanager
+    def writer(self, manifest: Manifest, *, rebuild: bool = False,
+               wait: bool = True) -> Iterator[MilvusWriter]:
+        """A writer on the live generation, or, for a rebuild or a first build, on a new one
+        that becomes live when the block ends without error (and is dropped otherwise).
+
+        One writer at a time per process; Milvus Lite admits one process. On a server nothing
+        stops two machines from updating at once: run updates from one place (see
+        docs/scaling-milvus.md).
+        """
+        if not self._writing.acquire(blocking=wait):
+            raise IndexBusy("another update of this index is running; try again when it has "
+                            "finished")
+        try:
+            live = None if rebuild else self.live()
+            if live is not None:
+                yield MilvusWriter(self.generation(live, manifest), is_new=False)
+                return
+            gen = self.create(manifest)
+            try:
+                yield MilvusWriter(gen, is_new=True)
+            except BaseException:
+                self.drop(gen.gen)
+                raise
+            self.publish(gen.gen)
+        finally:
+            self._writing.release()
+
+    def stats(self, gen: Generation) -> dict:
+        """What `citebot index stats` shows of a generation."""
+        m = gen.manifest
+        size = Path(self.uri).expanduser().stat().st_size if self.lite else None
+        return {"index": f"{self.uri} ({self.name})", "generation": gen.gen,
+                "sources": gen.count("sources"), "chunks": gen.count(), "model": m.model,
+                "dim": m.dim, "max_tokens": m.max_tokens, "target_tokens": m.target_tokens,
+                "overlap_sentences": m.overlap_sentences, "vector_kind": m.vector_kind,
+                "format_version": m.format_version, "created_at": m.created_at, "bytes": size}
+
+    def problems(self, manifest: Manifest) -> list[str]:
+        """What `citebot index check` finds wrong with the live generation (empty: sound)."""
+        try:
+            gen = self.open(manifest)
+        except CitebotError as exc:
+            return [str(exc)]
+        found: list[str] = []
+        sources = gen.sources()
+        held: Counter[str] = Counter()
+        live: list[int] = []
+        for r in gen.rows("chunks", ["source_id", "start", "end", "text"]):
+            live.append(r["id"])
+            held[r["source_id"]] += 1
+            if r["source_id"] not in sources:
+                found.append(f"chunk {r['id']} belongs to no source")
+            elif r["end"] - r["start"] != len(r["text"]):
+                found.append(f"chunk {r['id']} has offsets that do not fit its text")
+        for s in sources.values():
+            if held[s.id] != s.chunks:
+                found.append(f"{s.location} lists {s.chunks} chunks, Milvus holds {held[s.id]}")
+        chunk_set = set(live)
+        orphans = {r["chunk_id"] for r in gen.rows("sentences", ["chunk_id"])} - chunk_set
+        if orphans:
+            found.append(f"{len(orphans)} chunks' sentences outlived their chunk")
+        sample = [live[0], live[len(live) // 2], live[-1]] if live else []
+        vecs = gen.embeddings(sample)
+        if len(sample) and not np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-3):
+            found.append("some chunk vectors are not normalised")
+        for cid, v in zip(sample, vecs, strict=True):
+            got = gen.candidates("", v, 1)
+            if not len(got.ids) or (int(got.ids[0]) != cid and float(got.dense[0]) < 0.999):
+                found.append(f"a search for chunk {cid}'s own vector does not find it")
+        return list(dict.fromkeys(found))[:20]
+
     def close(self) -> None:
         """Disconnect; on Lite also stop this process's engine, so another process may open
         the file (Milvus Lite lets one process at a time hold it)."""
@@ -285,7 +330,7 @@ class MilvusStore:
 
         schema = MilvusClient.create_schema(auto_id=auto_id, enable_dynamic_field=False)
         if placeholder:
-            schema.add_field("_", _dt().FLOAT_VECTOR, dim=len(_PLACEHOLDER))
+            schema.add_field("_", _dt().FLOAT_VECTOR, dim=len(PLACEHOLDER))
         return schema
 
     def _create(self, name: str, schema, indexes: dict[str, tuple[str, str, dict]]) -> None:
@@ -316,240 +361,52 @@ def _dt():
     return DataType
 
 
-def _batches(rows: Sequence[dict], size: int = BATCH) -> Iterator[Sequence[dict]]:
-    for i in range(0, len(rows), size):
-        yield rows[i:i + size]
+class MilvusWriter:
+    """An update of a Milvus index: the same IndexWriter the local store's Writer is.
 
+    Segments and merging are Milvus's own business (it compacts in the background).
+    """
 
-def _in(field: str, values: Iterable[Any]) -> str:
-    return f"{field} in {json.dumps(list(values))}"
+    def __init__(self, gen: Generation, *, is_new: bool) -> None:
+        self.gen, self.is_new = gen, is_new
 
+    def manifest(self) -> Manifest:
+        return self.gen.manifest
 
-class Generation:
-    """One generation's collections: what answering reads and what an update writes."""
+    def state(self) -> str:
+        return self.gen.gen
 
-    def __init__(self, store: MilvusStore, gen: str, manifest: Manifest) -> None:
-        self.store, self.gen, self.manifest = store, gen, manifest
-        self.client = store.client
-        self.names = {kind: store._collection(gen, kind) for kind in KINDS}
+    def sources(self) -> dict[str, Source]:
+        return self.gen.sources()
 
-    @property
-    def generation(self) -> str:
-        return self.gen
+    def file_keys(self) -> dict[str, str]:
+        return self.gen.file_keys()
 
-    def _query(self, kind: str, expr: str, fields: list[str]) -> list[dict]:
-        """Every row matching expr, however many (one query returns at most 16,384)."""
-        rows = self.client.query(self.names[kind], filter=expr, output_fields=fields,
-                                 limit=_QUERY_WINDOW)
-        if len(rows) < _QUERY_WINDOW:
-            # pymilvus fills vector fields in lazily by position: copy before any reordering.
-            return [dict(r) for r in rows]
-        it = self.client.query_iterator(self.names[kind], filter=expr, output_fields=fields,
-                                        batch_size=4096)
-        out: list[dict] = []
-        try:
-            while batch := it.next():
-                out.extend(batch)
-        finally:
-            it.close()
-        return out
+    def chunks_kept(self, dropped: Sequence[str]) -> int:
+        """How many stored chunks stay once the dropped sources' go."""
+        gone = self.gen.sources(dropped) if dropped else {}
+        return self.gen.count() - sum(s.chunks for s in gone.values())
 
-    # -- reading -------------------------------------------------------------------------
+    def reusable(self, hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, ChunkSentences]]:
+        return self.gen.reusable(hashes)
 
-    def count(self, kind: str = "chunks") -> int:
-        rows = self.client.query(self.names[kind], filter="", output_fields=["count(*)"])
-        return int(rows[0]["count(*)"])
-
-    def sources(self, ids: Iterable[str] | None = None) -> dict[str, Source]:
-        """Source records by id: the given ones, or all."""
-        expr = 'id != ""' if ids is None else _in("id", sorted(set(ids)))
-        rows = self._query("sources", expr, [*_SOURCE_FIELDS, "chunks"])
-        found = [Source(**{f: r[f] if f in _REQUIRED else r[f] or None
-                           for f in (*_SOURCE_FIELDS, "chunks")}) for r in rows]
-        found.sort(key=lambda s: (s.added_at or "", s.path or "", s.url or ""))
-        return {s.id: s for s in found}
-
-    def chunks(self, ids: Sequence[int]) -> dict[int, Chunk]:
-        """Chunks by id."""
-        if not ids:
-            return {}
-        rows = self.client.query(self.names["chunks"], ids=[int(i) for i in ids],
-                                 output_fields=list(_CHUNK_FIELDS))
-        return {r["id"]: _chunk(r) for r in rows}
-
-    def source_chunks(self, source_id: str) -> list[Chunk]:
-        """A source's chunks in text order."""
-        return [_chunk(r) for r in self._source_rows(source_id)]
-
-    def _source_rows(self, source_id: str, extra: Sequence[str] = ()) -> list[dict]:
-        rows = self._query("chunks", f"source_id == {json.dumps(source_id)}",
-                           [*_CHUNK_FIELDS, *extra])
-        return sorted(rows, key=lambda r: r["start"])
-
-    def embeddings(self, ids: Sequence[int]) -> np.ndarray:
-        """Stored vectors of the given chunk ids, in that order."""
-        if not ids:
-            return np.zeros((0, self.manifest.dim), dtype=np.float32)
-        rows = self.client.query(self.names["chunks"], ids=[int(i) for i in ids],
-                                 output_fields=["vector"])
-        got = {r["id"]: r["vector"] for r in rows}
-        return np.asarray([got[int(i)] for i in ids], dtype=np.float32)
-
-    def sentences(self, ids: Sequence[int]) -> dict[int, ChunkSentences]:
-        """The stored sentences of the given chunk ids (none for a chunk of short lines)."""
-        if not len(ids):
-            return {}
-        rows = self._query("sentences", _in("chunk_id", [int(i) for i in ids]),
-                           ["chunk_id", "start", "end", "vector"])
-        rows.sort(key=lambda r: (r["chunk_id"], r["start"]))
-        dim = self.manifest.dim
-        spans: dict[int, list[tuple[int, int]]] = {}
-        blobs: dict[int, list[bytes]] = {}
+    def apply(self, dropped: Sequence[str], rows: Sequence[SourceRows], embeddings: np.ndarray,
+              sentences: Sequence[ChunkSentences]) -> str:
+        """Write the rows' sources (replacing what changed of them), then delete the dropped
+        sources that were not rewritten; the generation's name."""
+        at = 0
         for r in rows:
-            spans.setdefault(r["chunk_id"], []).append((r["start"], r["end"]))
-            blobs.setdefault(r["chunk_id"], []).append(_float16_bytes(r["vector"]))
-        empty = ChunkSentences((), np.zeros((0, dim), dtype=np.float32))
-        out = {int(i): empty for i in ids}
-        for cid, parts in blobs.items():
-            vecs = np.frombuffer(b"".join(parts), dtype=np.float16).reshape(len(parts), dim)
-            out[cid] = ChunkSentences(tuple(spans[cid]), vecs.astype(np.float32))
-        return out
+            n = len(r.chunks)
+            self.gen.put(r, embeddings[at:at + n], sentences[at:at + n])
+            at += n
+        rewritten = {r.source.id for r in rows}
+        for sid in dropped:
+            if sid not in rewritten:
+                self.gen.remove(sid)
+        return self.state()
 
-    def term_counts(self, terms: list[str]) -> dict[str, int]:
-        if not terms:
-            return {}
-        rows = self.client.query(self.names["terms"], ids=terms, output_fields=["chunks"])
-        return {r["term"]: int(r["chunks"]) for r in rows}
+    def merge(self) -> int:
+        return 0
 
-    def word_counts(self, words: list[str]) -> dict[str, int]:
-        """How many chunks hold each of the given lower-cased words (unknown ones left out)."""
-        got = self.term_counts([f"w:{w}" for w in words])
-        return {k[2:]: v for k, v in got.items()}
-
-    def knows(self, word: str) -> bool:
-        """Whether some chunk holds the word in some form (the same stem)."""
-        stems = tokenize(word)
-        return bool(stems) and len(self.term_counts([f"s:{t}" for t in stems])) == len(set(stems))
-
-    def doc_freqs(self, stems: list[str]) -> np.ndarray:
-        """How many chunks hold each stem (0 for a stem no chunk holds)."""
-        got = self.term_counts([f"s:{t}" for t in stems])
-        return np.array([got.get(f"s:{t}", 0) for t in stems], dtype=np.int64)
-
-    @property
-    def n_docs(self) -> int:
-        return self.count()
-
-    def candidates(self, query: str, qvec: np.ndarray, pool: int) -> Candidates:
-        """The pool best chunks by dense and by BM25 search, with both scores for each."""
-        chunks = self.names["chunks"]
-        qvec = np.asarray(qvec, dtype=np.float32)
-        dense_hits = self.client.search(chunks, data=[qvec.tolist()], anns_field="vector",
-                                        limit=pool, search_params=self._dense_params(pool))[0]
-        terms = bm25_terms(query)
-        lex: dict[int, float] = {}
-        if terms:
-            lex = self._bm25(terms, pool)
-        ids = np.unique(np.array([h["id"] for h in dense_hits] + list(lex), dtype=np.int64))
-        missing = [int(i) for i in ids if int(i) not in lex]
-        if terms and missing:  # dense-only candidates may still hold a query term
-            lex.update(self._bm25(terms, len(missing), _in("id", missing)))
-        # Exact cosines from the stored vectors, whatever approximate index found them.
-        dense = self.embeddings(ids.tolist()) @ qvec if len(ids) else np.zeros(0, np.float32)
-        return Candidates(ids, dense.astype(np.float32),
-                          np.array([lex.get(int(i), 0.0) for i in ids], dtype=np.float32))
-
-    def _bm25(self, terms: str, limit: int, expr: str = "") -> dict[int, float]:
-        hits = self.client.search(self.names["chunks"], data=[terms], anns_field="sparse",
-                                  limit=limit, filter=expr,
-                                  search_params={"metric_type": "BM25"})[0]
-        return {int(h["id"]): float(h["distance"]) for h in hits if h["distance"] > 0}
-
-    def _dense_params(self, pool: int) -> dict:
-        extra = {"HNSW": {"ef": max(2 * pool, 64)}, "IVF_FLAT": {"nprobe": 64},
-                 "IVF_SQ8": {"nprobe": 64}, "DISKANN": {"search_list": max(2 * pool, 100)}}
-        return {"metric_type": "IP", "params": extra.get(self.store.index_type, {})}
-
-    # -- writing -------------------------------------------------------------------------
-
-    def put(self, rows: SourceRows, embeddings: np.ndarray,
-            sentences: Sequence[ChunkSentences]) -> None:
-        """Write a source and its chunks, replacing what the generation held of it.
-
-        embeddings and sentences have one entry per chunk of rows. Chunks the source already
-        had (same offset and text) keep their rows; only new ones are written, gone ones
-        deleted.
-        """
-        s = rows.source
-        old = {r["id"]: r for r in self._source_rows(s.id, ["terms"])}
-        self.client.upsert(self.names["sources"], [{
-            **{f: (getattr(s, f) or "") for f in _SOURCE_FIELDS},
-            "added_at": s.added_at or now_iso(), "chunks": len(rows.chunks),
-            "_": _PLACEHOLDER}])
-        names = given_names(rows.text)
-        new_rows, new_sentences = [], []
-        for c, vec, sent in zip(rows.chunks, embeddings, sentences, strict=True):
-            cid = chunk_id(s.id, c.start, c.hash)
-            if old.pop(cid, None) is not None:
-                continue
-            new_rows.append({"id": cid, "source_id": s.id, "start": c.start, "end": c.end,
-                             "hash": c.hash, "text": c.text,
-                             "terms": bm25_terms(lexical_text(c.text, names)),
-                             "vector": np.asarray(vec, dtype=np.float32).tolist()})
-            new_sentences += [{"chunk_id": cid, "source_id": s.id, "start": a, "end": b,
-                               "vector": v.astype(np.float16)}
-                              for (a, b), v in zip(sent.spans, sent.vectors, strict=True)]
-        for batch in _batches(new_sentences):
-            self.client.insert(self.names["sentences"], list(batch))
-        for batch in _batches(new_rows):
-            self.client.upsert(self.names["chunks"], list(batch))
-        self._delete_chunks(list(old))
-        self._count_terms(new_rows, +1)
-        self._count_terms(list(old.values()), -1)
-
-    def remove(self, source_id: str) -> None:
-        """Delete a source, its chunks and their sentences."""
-        gone = self._source_rows(source_id, ["terms"])
-        self._delete_chunks([r["id"] for r in gone])
-        self.client.delete(self.names["sources"], ids=[source_id])
-        self._count_terms(gone, -1)
-
-    def _delete_chunks(self, ids: list[int]) -> None:
-        for i in range(0, len(ids), BATCH):
-            part = ids[i:i + BATCH]
-            self.client.delete(self.names["chunks"], ids=part)
-            self.client.delete(self.names["sentences"], filter=_in("chunk_id", part))
-
-    def _count_terms(self, rows: list[dict], sign: int) -> None:
-        """Move the stem and word counts by the given chunk rows' terms and words."""
-        if not rows:
-            return
-        delta: Counter[str] = Counter()
-        for r in rows:
-            delta.update(f"s:{t}" for t in set(r["terms"].split()))
-        delta.update({f"w:{w}": n for w, n in surface_words([r["text"] for r in rows]).items()})
-        keys = sorted(delta)
-        now: dict[str, int] = {}
-        for i in range(0, len(keys), 4096):
-            now.update(self.term_counts(keys[i:i + 4096]))
-        keep, drop = [], []
-        for key in keys:
-            n = now.get(key, 0) + sign * delta[key]
-            if n > 0:
-                keep.append({"term": key, "chunks": n, "_": _PLACEHOLDER})
-            else:
-                drop.append(key)
-        for batch in _batches(keep, 4096):
-            self.client.upsert(self.names["terms"], list(batch))
-        for i in range(0, len(drop), 4096):
-            self.client.delete(self.names["terms"], ids=drop[i:i + 4096])
-
-
-def _chunk(row: dict) -> Chunk:
-    return Chunk(source_id=row["source_id"], text=row["text"], start=row["start"],
-                 end=row["end"], hash=row["hash"], id=row["id"])
-
-
-def _float16_bytes(value: Any) -> bytes:
-    """pymilvus returns a FLOAT16_VECTOR field as a list holding one bytes object."""
-    return value[0] if isinstance(value, list) else bytes(value)
+    def close(self) -> None:
+        """The store owns the connection."""

@@ -17,8 +17,9 @@ pytest.importorskip("pymilvus")
 
 from index.chunk import answer_units  # noqa: E402
 from index.errors import IndexNotFound, ModelMismatch  # noqa: E402
-from index.lexical import Lexical, given_names, lexical_text  # noqa: E402
-from index.milvus_store import MilvusStore, bm25_terms, chunk_id  # noqa: E402
+from index.lexical import Lexical, Postings, given_names, lexical_text  # noqa: E402
+from index.milvus_generation import bm25_terms, chunk_id  # noqa: E402
+from index.milvus_store import MilvusStore  # noqa: E402
 from index.records import Chunk, Source  # noqa: E402
 from index.store import ChunkSentences, Manifest, SourceRows  # noqa: E402
 
@@ -100,8 +101,10 @@ def test_terms_hold_stems_and_words_of_chunks(live):
 def test_candidates_score_like_the_local_store(live):
     chunks = [c for sid in ARTICLES for c in live.source_chunks(sid)]
     texts = {sid: ARTICLES[sid] for sid in ARTICLES}
-    local = Lexical.build([lexical_text(c.text, given_names(texts[c.source_id]))
-                           for c in chunks])
+    postings = Postings.build(0, range(len(chunks)), [
+        lexical_text(c.text, given_names(texts[c.source_id])) for c in chunks])
+    local = Lexical([postings], np.zeros(0, np.int64), len(chunks),
+                    int(postings.lengths.sum()), len(chunks))
     question = "where do owls nest"
     qvec = vec(chunks[0].text)
     found = live.candidates(question, qvec, pool=len(chunks))
