@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +61,17 @@ class Candidates:
     lexical: np.ndarray  # float32, 0 where no query term occurs
 
 
+_APPROXIMATE = ("IVF_SQ8", "DISKANN", "AUTOINDEX")  # index types whose distances are not exact
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads that send one question's independent requests together."""
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=4, thread_name_prefix="milvus"))
+    return _POOL[0]
+
+
 def _batches(rows: Sequence[dict], size: int = BATCH) -> Iterator[Sequence[dict]]:
     for i in range(0, len(rows), size):
         yield rows[i:i + size]
@@ -75,6 +88,7 @@ class Generation:
         self.store, self.gen, self.manifest = store, gen, manifest
         self.client = store.client
         self.names = {kind: store._collection(gen, kind) for kind in KINDS}
+        self._seen = threading.local()  # rows candidates() read ahead for this thread
 
     @property
     def generation(self) -> str:
@@ -138,6 +152,12 @@ class Generation:
 
     def chunks(self, ids: Sequence[int]) -> dict[int, Chunk]:
         """Chunks by id."""
+        seen = getattr(self._seen, "chunks", {})
+        if all(int(i) in seen for i in ids):
+            return {int(i): seen[int(i)] for i in ids}
+        return self._read_chunks(ids)
+
+    def _read_chunks(self, ids: Sequence[int]) -> dict[int, Chunk]:
         if not ids:
             return {}
         rows = self.client.query(self.names["chunks"], ids=[int(i) for i in ids],
@@ -164,6 +184,12 @@ class Generation:
 
     def sentences(self, ids: Sequence[int]) -> dict[int, ChunkSentences]:
         """The stored sentences of the given chunk ids (none for a chunk of short lines)."""
+        seen = getattr(self._seen, "sentences", {})
+        if all(int(i) in seen for i in ids):
+            return {int(i): seen[int(i)] for i in ids}
+        return self._read_sentences(ids)
+
+    def _read_sentences(self, ids: Sequence[int]) -> dict[int, ChunkSentences]:
         if not len(ids):
             return {}
         rows = self._query("sentences", _in("chunk_id", [int(i) for i in ids]),
@@ -224,23 +250,44 @@ class Generation:
         return self.count()
 
     def candidates(self, query: str, qvec: np.ndarray, pool: int) -> Candidates:
-        """The pool best chunks by dense and by BM25 search, with both scores for each."""
-        chunks = self.names["chunks"]
+        """The pool best chunks by dense and by BM25 search, with both scores for each.
+
+        Three rounds of requests sent together: the two searches; then both scores of every
+        candidate and the rows ranking reads next (their sentences and chunk rows, kept for
+        this thread's following sentences() and chunks() calls: an id names one content, so
+        such a row cannot be stale).
+        """
         qvec = np.asarray(qvec, dtype=np.float32)
-        dense_hits = self.client.search(chunks, data=[qvec.tolist()], anns_field="vector",
-                                        limit=pool, search_params=self._dense_params(pool))[0]
         terms = " ".join(tokenize(query))
-        lex: dict[int, float] = {}
-        if terms:
-            lex = self._bm25(terms, pool)
-        ids = np.unique(np.array([h["id"] for h in dense_hits] + list(lex), dtype=np.int64))
-        missing = [int(i) for i in ids if int(i) not in lex]
+        dense_f = _pool().submit(self._dense, qvec, pool)
+        lex = self._bm25(terms, pool) if terms else {}
+        dense = dense_f.result()
+        ids = np.unique(np.array(list(dense) + list(lex), dtype=np.int64))
+        listed = ids.tolist()
+        missing = [i for i in listed if i not in lex]
+        jobs = {"sentences": _pool().submit(self._read_sentences, listed),
+                "chunks": _pool().submit(self._read_chunks, listed)}
+        if self.store.index_type in _APPROXIMATE:  # quantised distances: exact ones from rows
+            cos_f = _pool().submit(lambda: dict(zip(listed, self.embeddings(listed) @ qvec,
+                                                    strict=True)))
+        else:  # FLAT and graph distances are exact float32 inner products
+            cos_f = _pool().submit(self._dense, qvec, len(listed),
+                                   _in("id", [i for i in listed if i not in dense]))
         if terms and missing:  # dense-only candidates may still hold a query term
             lex.update(self._bm25(terms, len(missing), _in("id", missing)))
-        # Exact cosines from the stored vectors, whatever approximate index found them.
-        dense = self.embeddings(ids.tolist()) @ qvec if len(ids) else np.zeros(0, np.float32)
-        return Candidates(ids, dense.astype(np.float32),
-                          np.array([lex.get(int(i), 0.0) for i in ids], dtype=np.float32))
+        dense.update(cos_f.result())
+        self._seen.sentences = jobs["sentences"].result()
+        self._seen.chunks = jobs["chunks"].result()
+        return Candidates(ids, np.array([dense[i] for i in listed], dtype=np.float32),
+                          np.array([lex.get(i, 0.0) for i in listed], dtype=np.float32))
+
+    def _dense(self, qvec: np.ndarray, limit: int, expr: str = "") -> dict[int, float]:
+        if not limit or expr == "id in []":
+            return {}
+        hits = self.client.search(self.names["chunks"], data=[qvec.tolist()],
+                                  anns_field="vector", limit=limit, filter=expr,
+                                  search_params=self._dense_params(limit))[0]
+        return {int(h["id"]): float(h["distance"]) for h in hits}
 
     def _bm25(self, terms: str, limit: int, expr: str = "") -> dict[int, float]:
         hits = self.client.search(self.names["chunks"], data=[terms], anns_field="sparse",

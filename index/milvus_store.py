@@ -50,6 +50,9 @@ _INDEX_PARAMS = {"FLAT": {}, "IVF_FLAT": {"nlist": 1024}, "IVF_SQ8": {"nlist": 4
                  "HNSW": {"M": 24, "efConstruction": 200}, "DISKANN": {}, "AUTOINDEX": {}}
 
 
+_SCALAR = ("INVERTED", "", {})  # an index on a scalar field that filters look up
+
+
 def is_lite(uri: str) -> bool:
     """Whether uri names a Milvus Lite file rather than a server."""
     return "://" not in uri
@@ -200,7 +203,9 @@ class MilvusStore:
         self._create(self._collection(gen, "chunks"), chunks, {
             "vector": (self.index_type, "IP", _INDEX_PARAMS[self.index_type]),
             # k1 and b as the local store's bm25s index
-            "sparse": ("SPARSE_INVERTED_INDEX", "BM25", {"bm25_k1": 1.2, "bm25_b": 0.75})})
+            "sparse": ("SPARSE_INVERTED_INDEX", "BM25", {"bm25_k1": 1.2, "bm25_b": 0.75}),
+            # what updates look rows up by, so that no update scans the collection
+            "source_id": _SCALAR, "hash": _SCALAR})
         sentences = self._schema(auto_id=True, placeholder=False)
         sentences.add_field("id", dt.INT64, is_primary=True)
         sentences.add_field("chunk_id", dt.INT64)
@@ -209,7 +214,7 @@ class MilvusStore:
         sentences.add_field("end", dt.INT64)
         sentences.add_field("vector", dt.FLOAT16_VECTOR, dim=dim)
         self._create(self._collection(gen, "sentences"), sentences,
-                     {"vector": ("FLAT", "IP", {})})
+                     {"vector": ("FLAT", "IP", {}), "chunk_id": _SCALAR, "source_id": _SCALAR})
         sources = self._schema()
         for field in SOURCE_FIELDS:
             sources.add_field(field, dt.VARCHAR, max_length=4096, is_primary=field == "id")
@@ -337,7 +342,8 @@ class MilvusStore:
         params = self.client.prepare_index_params()
         indexes = indexes or {"_": ("FLAT", "L2", {})}
         for field, (kind, metric, extra) in indexes.items():
-            params.add_index(field, index_type=kind, metric_type=metric, params=extra)
+            params.add_index(field, index_type=kind, params=extra,
+                             **({"metric_type": metric} if metric else {}))
         if self.client.has_collection(name):
             self.client.drop_collection(name)  # a leftover of a killed rebuild
         # Strong: a question asked right after an update, from any process, sees it.
