@@ -107,3 +107,24 @@ def test_bad_store_settings_are_one_line_errors(capsys, tmp_path):
     bad.write_text('[store]\nbackend = "milvus"\nuri = "http://127.0.0.1:9"\n')
     code, _, err = run_cli(capsys, "--config", bad, "index", "list")
     assert code == 1 and err.count("\n") == 1 and "cannot reach Milvus" in err
+
+
+def test_pymilvus_is_imported_only_for_the_milvus_backend():
+    """--help and the local store never load pymilvus (its import costs a second)."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    code = ("import sys, contextlib, io\n"
+            "from bot.cli import main\n"
+            "from bot.app import make_library, store_for\n"
+            "from bot.config import Config\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    main(['--help'])\n"
+            "assert store_for(Config()) is None\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('pymilvus', 'milvus'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
