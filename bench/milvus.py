@@ -6,6 +6,7 @@ question at a time, interleaved so that both see the same load:
 
     python bench/milvus.py                 # SQuAD: 48 articles, 1,000 questions (~15 minutes)
     python bench/milvus.py --smoke         # the seeds and their 15 questions
+    python bench/milvus.py --scale 100000  # the store alone at 100,000 chunks (stand-in vectors)
 
 Reported: recall@1/@5/@10 by the reference hit rule, how often the top 10 and the `ask` answer
 are the same, and median/p95 milliseconds per question of search (the question embedded),
@@ -139,6 +140,86 @@ def report(questions, results: dict, notes: dict, extra: dict, corpus: Path) -> 
     return "\n".join(lines) + "\n"
 
 
+def scale(n: int, work: Path, questions: list[str]) -> str:
+    """Milvus Lite alone at n chunks: write rate, per-question candidates and reads, sizes.
+
+    STAND-IN vectors (a hash of the text, bench/standin.py's rule): this times the store, not
+    the model. Chunk texts are SQuAD paragraphs' sentences, numbered so that each is new.
+    """
+    import hashlib
+
+    from bot.app import embedder_for
+    from bot.config import Config
+    from index.chunk import answer_units
+    from index.milvus_store import MilvusStore
+    from index.records import Chunk, Source
+    from index.store import ChunkSentences, Manifest, SourceRows
+
+    dim = embedder_for(Config()).dim
+
+    def vectors(texts: list[str]) -> np.ndarray:
+        out = np.empty((len(texts), dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            seed = int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little")
+            v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+            out[i] = v / np.linalg.norm(v)
+        return out
+
+    paragraphs = [p for f in sorted((SQUAD / "corpus").glob("*.txt"))
+                  for p in f.read_text().split("\n\n") if len(p) > 200]
+    path = work / f"scale-{n}.db"
+    path.unlink(missing_ok=True)
+    store = MilvusStore(str(path), name="scale")
+    gen = store.create(Manifest(model="stand-in", dim=dim, max_tokens=254, target_tokens=128,
+                                overlap_sentences=1))
+    began, done, article = time.perf_counter(), 0, 0
+    while done < n:  # updates of 100 "articles" of 12 chunks, each chunk a paragraph
+        rows, vecs, sents = [], [], []
+        for _ in range(100):
+            if done >= n:
+                break
+            sid = f"a{article:07d}"
+            text, chunks = "", []
+            for j in range(min(12, n - done)):
+                para = f"{paragraphs[(article * 12 + j) % len(paragraphs)]} ({article}.{j})"
+                chunks.append(Chunk(sid, para, len(text), len(text) + len(para),
+                                    hashlib.sha1(para.encode()).hexdigest()))
+                text += para + "\n\n"
+            for c in chunks:
+                units = [(c.start + a, c.start + b) for a, b in answer_units(c.text)]
+                sents.append(ChunkSentences(tuple(units), vectors([text[a:b] for a, b in units])))
+            rows.append(SourceRows(Source(id=sid, title=sid, content_hash=sid), text, chunks))
+            vecs.append(vectors([c.text for c in chunks]))
+            done += len(chunks)
+            article += 1
+        gen.put(rows, np.concatenate(vecs), sents)
+    build = time.perf_counter() - began
+    store.publish(gen.gen)
+    times = []
+    for q in questions:
+        qvec = vectors([q])[0]
+        t0 = time.perf_counter()
+        got = gen.candidates(q, qvec, 50)
+        gen.sentences(got.ids.tolist())
+        gen.chunks(got.ids[:10].tolist())
+        times.append(1000 * (time.perf_counter() - t0))
+    rss = milvus_rss_mb(store)
+    size = path.stat().st_size / 1e6
+    store.close()
+    path.unlink(missing_ok=True)
+    return (f"# Milvus Lite 2.5.1 alone at {n:,} chunks (bench/milvus.py --scale)\n\n"
+            f"Machine: {machine_line()}.\nSTAND-IN vectors (a hash of each text); "
+            f"{len(questions)} SQuAD questions, one at a time.\n\n" + table(
+                ["", "value"],
+                [("chunks written, per second (with their sentences, 100 articles per update)",
+                  f"{n / build:,.0f}"),
+                 ("candidates + sentences + rows per question, median ms",
+                  f"{percentile(times, 50):.1f}"),
+                 ("the same, p95 ms", f"{percentile(times, 95):.1f}"),
+                 ("Milvus Lite file, MB", f"{size:,.0f}"),
+                 ("engine process resident, MB", f"{rss:,.0f}" if rss else "n/a")]) + "\n")
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="the seeds and their questions")
@@ -146,8 +227,18 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--work", type=Path, default=None,
                         help="where both indexes are built and kept (default: a /tmp folder)")
     parser.add_argument("--out", type=Path, default=None, help="write the report here")
+    parser.add_argument("--scale", type=int, default=None, metavar="N",
+                        help="time the Milvus store alone at N chunks (stand-in vectors)")
     args = parser.parse_args(argv)
     from index.evaluate import load_questions
+
+    if args.scale:
+        work = args.work or Path("/tmp/citebot-bench-milvus-scale")
+        work.mkdir(parents=True, exist_ok=True)
+        qs = [q.query for q in load_questions(SQUAD / "queries.jsonl")][:args.questions or 200]
+        text = scale(args.scale, work, qs)
+        write_report(text, f"milvus-scale-{args.scale}", args.out, smoke=False)
+        return text
 
     if args.smoke:
         corpus, qfile = SEEDS, ROOT / "tests" / "data" / "eval" / "dev_qa.jsonl"

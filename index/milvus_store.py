@@ -265,6 +265,10 @@ class MilvusStore:
             gen = self.create(manifest)
             try:
                 yield MilvusWriter(gen, is_new=True)
+                # A Strong read waits until the engine serves every write made so far, so
+                # no reader of the new generation can miss the end of the rebuild.
+                self.client.query(gen.names["chunks"], filter="", output_fields=["count(*)"],
+                                  consistency_level="Strong")
             except BaseException:
                 self.drop(gen.gen)
                 raise
@@ -346,9 +350,10 @@ class MilvusStore:
                              **({"metric_type": metric} if metric else {}))
         if self.client.has_collection(name):
             self.client.drop_collection(name)  # a leftover of a killed rebuild
-        # Strong: a question asked right after an update, from any process, sees it.
+        # Session: a process reads its own writes at once, and other processes without
+        # waiting for the engine's next time tick (Strong would, up to 200 ms on a server).
         self.client.create_collection(name, schema=schema, index_params=params,
-                                      consistency_level="Strong")
+                                      consistency_level="Session")
         self._loaded.add(name)
 
     def _load(self, name: str) -> None:
@@ -400,15 +405,9 @@ class MilvusWriter:
               sentences: Sequence[ChunkSentences]) -> str:
         """Write the rows' sources (replacing what changed of them), then delete the dropped
         sources that were not rewritten; the generation's name."""
-        at = 0
-        for r in rows:
-            n = len(r.chunks)
-            self.gen.put(r, embeddings[at:at + n], sentences[at:at + n])
-            at += n
+        self.gen.put(rows, embeddings, sentences)
         rewritten = {r.source.id for r in rows}
-        for sid in dropped:
-            if sid not in rewritten:
-                self.gen.remove(sid)
+        self.gen.remove([sid for sid in dropped if sid not in rewritten])
         return self.state()
 
     def merge(self) -> int:

@@ -54,6 +54,12 @@ def source_rows(sid: str, text: str) -> tuple[SourceRows, np.ndarray, list[Chunk
     return (SourceRows(src, text, chunks), np.stack([vec(c.text) for c in chunks]), sentences)
 
 
+def put(gen, *parts) -> None:
+    """Write several sources' source_rows() in one update."""
+    gen.put([p[0] for p in parts], np.concatenate([p[1] for p in parts]),
+            [s for p in parts for s in p[2]])
+
+
 @pytest.fixture
 def store(tmp_path):
     s = MilvusStore(str(tmp_path / "milvus.db"))
@@ -64,8 +70,7 @@ def store(tmp_path):
 @pytest.fixture
 def live(store):
     gen = store.create(MANIFEST)
-    for sid, text in ARTICLES.items():
-        gen.put(*source_rows(sid, text))
+    put(gen, *[source_rows(sid, text) for sid, text in ARTICLES.items()])
     store.publish(gen.gen)
     return store.open(MANIFEST)
 
@@ -125,7 +130,7 @@ def test_candidates_score_like_the_local_store(live):
 def test_an_edit_writes_only_what_changed(live):
     before = {c.id: c for c in live.source_chunks("owls")}
     edited = ARTICLES["owls"].replace("Tromso", "Bodo")
-    live.put(*source_rows("owls", edited))
+    put(live, source_rows("owls", edited))
     after = {c.id: c for c in live.source_chunks("owls")}
     kept = set(before) & set(after)
     assert len(kept) == 1 and before[kept.pop()].text == "Snowy owls nest on the tundra."
@@ -141,7 +146,7 @@ def test_an_edit_writes_only_what_changed(live):
 
 def test_remove_deletes_a_source_everywhere(live):
     ids = [c.id for c in live.source_chunks("otters")]
-    live.remove("otters")
+    live.remove(["otters"])
     assert "otters" not in live.sources() and live.source_chunks("otters") == []
     assert all(s.spans == () for s in live.sentences(ids).values())
     assert live.word_counts(["otters", "snowy"]) == {"snowy": 1}
@@ -152,12 +157,12 @@ def test_remove_deletes_a_source_everywhere(live):
 def test_a_rebuild_switches_readers_at_once(store, live):
     first = live.gen
     new = store.create(MANIFEST)
-    new.put(*source_rows("owls", ARTICLES["owls"]))
+    put(new, source_rows("owls", ARTICLES["owls"]))
     assert store.live() == first and set(store.open().sources()) == set(ARTICLES)
     store.publish(new.gen)
     assert store.live() == new.gen and set(store.open().sources()) == {"owls"}
     third = store.create(MANIFEST)
-    third.put(*source_rows("herons", ARTICLES["herons"]))
+    put(third, source_rows("herons", ARTICLES["herons"]))
     store.publish(third.gen)
     # the one it replaced stays for readers still on it; older ones are dropped
     assert store.generations() == [new.gen, third.gen]
