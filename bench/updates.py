@@ -214,15 +214,21 @@ def main(argv: list[str] | None = None) -> str:
     args.add_argument("--smoke", action="store_true", help="small sizes, for CI")
     args.add_argument("--work", type=Path, default=OUT / "updates")
     args.add_argument("--out", type=Path)
+    args.add_argument("--resume", action="store_true",
+                      help="grow the index a previous run left in --work (larger sizes only)")
+    args.add_argument("--equality-only", action="store_true",
+                      help="only compare a grown and a fresh index of the SQuAD corpus")
     args.add_argument("--child", nargs=argparse.REMAINDER)
     opts = args.parse_args(argv)
     if opts.child:
         child(opts.child)
         return ""
     sizes = [300, 600] if opts.smoke else [int(s) for s in opts.sizes.split(",")]
+    sizes = [] if opts.equality_only else sizes
     work = opts.work if not opts.smoke else opts.work.with_name("updates-smoke")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    if not opts.resume:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     pool = paragraphs()
     from bench.common import squad_questions
 
@@ -232,6 +238,14 @@ def main(argv: list[str] | None = None) -> str:
     qfile.write_text(json.dumps(questions[:10] if opts.smoke else questions))
     index = work / "index"
     rows, chunks, next_article, per_article = [], 0, 0, 12.0
+    if opts.resume and index.exists():
+        from index.store import open_snapshot
+
+        snap = open_snapshot(index)
+        chunks = snap.manifest.chunks
+        snap.close()
+        numbers = [int(p.stem.split("-")[1]) for p in (work / "articles").glob("batch-*/*.md")]
+        next_article = max(numbers, default=-1) + 1
     for size in sizes:
         began = time.perf_counter()
         before = chunks
@@ -266,6 +280,10 @@ def main(argv: list[str] | None = None) -> str:
     header = ["chunks", "build files/s", "add one s", "edit one s", "remove one s",
               "merge after s", "peak MB update / reader", "on disk MB", "disk / fresh build",
               "search ms", "ask ms"]
+    if opts.equality_only:
+        text = f"Same top-10: {same} of {total} questions ({corpus}, stand-in vectors)\n"
+        print(text)
+        return text
     text = (f"# Updates as the index grows (issue 11)\n\n{machine_line()}\n\n"
             "STAND-IN EMBEDDING: vectors from a hash of the text (bench/standin.py); times are "
             "citebot's own work, embedding excluded. Real tokenizer and chunker; synthetic "

@@ -125,12 +125,26 @@ def correct_spelling(query: str, lookup: Callable[[list[str]], dict[str, int]],
 
 EMPTY = "\x00empty"  # the one token of a chunk with no word: it still counts as a document
 K1, B = 1.2, 0.75
-_FILES = ("indptr", "docs", "tfs", "lengths")
+
+
+def tie_key(text_or_hash: str) -> int:
+    """A chunk's tie-break key: 64 bits of its text hash (a hex digest), else of the text."""
+    try:
+        return int(text_or_hash[:16], 16)
+    except ValueError:
+        import hashlib
+
+        return int.from_bytes(hashlib.blake2b(text_or_hash.encode("utf-8", "replace"),
+                                              digest_size=8).digest(), "little")
+_FILES = ("indptr", "docs", "tfs", "lengths", "keys")
 
 
 @dataclass(frozen=True)
 class Postings:
     """One segment's inverted index over chunk ids lo..lo+len(lengths)-1 (gaps have length 0).
+
+    keys holds each chunk's tie-break key (from its text hash), so that chunks of equal score
+    are taken in an order that does not depend on their ids, i.e. on how the index was built.
 
     terms[stem] is a row; docs[indptr[row]:indptr[row + 1]] are the chunks holding the stem
     (as offsets from lo, ascending) and tfs how often each holds it.
@@ -142,17 +156,22 @@ class Postings:
     docs: np.ndarray
     tfs: np.ndarray
     lengths: np.ndarray
+    keys: np.ndarray
 
     @classmethod
-    def build(cls, lo: int, ids: Sequence[int], texts: Sequence[str]) -> Postings:
-        """Postings of the given chunk texts (what lexical_text gives) under their ids."""
+    def build(cls, lo: int, ids: Sequence[int], texts: Sequence[str],
+              hashes: Sequence[str] | None = None) -> Postings:
+        """Postings of the given chunk texts (what lexical_text gives) under their ids;
+        hashes: the chunks' text hashes (hex), for the tie-break keys (else the texts')."""
         terms: dict[str, int] = {}
         rows: list[int] = []
         docs: list[int] = []
         tfs: list[int] = []
         size = (max(ids) - lo + 1) if len(ids) else 0
         lengths = np.zeros(size, dtype=np.int32)
-        for cid, text in zip(ids, texts, strict=True):
+        keys = np.zeros(size, dtype=np.uint64)
+        for j, (cid, text) in enumerate(zip(ids, texts, strict=True)):
+            keys[cid - lo] = tie_key(hashes[j] if hashes is not None else text)
             tokens = tokenize(text) or [EMPTY]
             lengths[cid - lo] = len(tokens)
             for term, tf in Counter(tokens).items():
@@ -165,7 +184,7 @@ class Postings:
                   out=indptr[1:])
         return cls(lo, terms, indptr, np.asarray(docs, dtype=np.int32)[order],
                    np.minimum(np.asarray(tfs, dtype=np.int64), 65535).astype(np.uint16)[order],
-                   lengths)
+                   lengths, keys)
 
     @classmethod
     def merge(cls, parts: Sequence[Postings], lo: int, size: int, dead: np.ndarray) -> Postings:
@@ -173,6 +192,7 @@ class Postings:
         terms: dict[str, int] = {}
         rows, docs, tfs = [], [], []
         lengths = np.zeros(size, dtype=np.int32)
+        keys = np.zeros(size, dtype=np.uint64)
         for p in parts:
             remap = np.array([terms.setdefault(t, len(terms)) for t in p.terms], dtype=np.int32)
             ids = p.docs.astype(np.int64) + p.lo
@@ -183,6 +203,7 @@ class Postings:
             part_ids = np.arange(p.lo, p.lo + len(p.lengths))
             alive = ~np.isin(part_ids, dead)
             lengths[part_ids[alive] - lo] = np.asarray(p.lengths)[alive]
+            keys[part_ids[alive] - lo] = np.asarray(p.keys)[alive]
         row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
         order = np.argsort(row, kind="stable")
         counts = np.bincount(row, minlength=len(terms))
@@ -192,7 +213,7 @@ class Postings:
         np.cumsum(counts[used], out=indptr[1:])
         return cls(lo, {t: i for i, t in enumerate(names)}, indptr,
                    np.concatenate(docs)[order] if docs else np.zeros(0, np.int32),
-                   np.concatenate(tfs)[order] if tfs else np.zeros(0, np.uint16), lengths)
+                   np.concatenate(tfs)[order] if tfs else np.zeros(0, np.uint16), lengths, keys)
 
     def save(self, folder: Path, write: Callable[[Path, bytes], None]) -> None:
         """Write the files through write(path, bytes), the store's one way to write a file."""
@@ -214,7 +235,8 @@ class Postings:
                       for n in _FILES}
         except (OSError, ValueError) as exc:
             raise IndexCorrupt(f"the BM25 files in {folder} are damaged") from exc
-        if len(arrays["indptr"]) != len(names) + 1 or len(arrays["docs"]) != len(arrays["tfs"]):
+        if len(arrays["indptr"]) != len(names) + 1 or len(arrays["docs"]) != len(arrays["tfs"]) \
+                or len(arrays["keys"]) != len(arrays["lengths"]):
             raise IndexCorrupt(f"the BM25 files in {folder} are damaged")
         return cls(lo, {t: i for i, t in enumerate(names)}, **arrays)
 
@@ -245,6 +267,16 @@ class Lexical:
         ends = [p.lo + len(p.lengths) for p in self.parts]
         self._dead_in = [self.dead[(self.dead >= p.lo) & (self.dead < e)]
                          for p, e in zip(self.parts, ends, strict=True)]
+        self.keys = np.zeros(self.bound, dtype=np.uint64)
+        for p, e in zip(self.parts, ends, strict=True):
+            self.keys[p.lo:min(e, self.bound)] = np.asarray(p.keys)[:min(e, self.bound) - p.lo]
+
+    @classmethod
+    def build(cls, texts: Sequence[str]) -> Lexical:
+        """BM25 over the given texts as chunk ids 0..n-1, in one segment (small uses, tests)."""
+        part = Postings.build(0, list(range(len(texts))), texts)
+        return cls([part], np.zeros(0, dtype=np.int64), len(texts), int(part.lengths.sum()),
+                   len(texts))
 
     @property
     def n_docs(self) -> int:
@@ -274,6 +306,20 @@ class Lexical:
         """Whether some chunk holds the word in some form (the same stem)."""
         stems = tokenize(word)
         return bool(stems) and bool(self.doc_freqs(stems).all())
+
+    def top(self, scores: np.ndarray, k: int) -> np.ndarray:
+        """Ids of the k best scores of scores() that are above 0; among equal scores at the
+        cut the order is by tie-break key, so a grown index and a fresh build of the same
+        chunks take the same ones."""
+        positive = np.flatnonzero(scores > 0)
+        if len(positive) <= k:
+            return positive
+        vals = scores[positive]
+        kth = np.partition(vals, len(vals) - k)[len(vals) - k]
+        above = positive[vals > kth]
+        tied = positive[vals == kth]
+        tied = tied[np.argsort(self.keys[tied], kind="stable")][:k - len(above)]
+        return np.concatenate([above, tied])
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk id below bound for the query (0 for removed ids)."""

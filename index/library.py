@@ -22,22 +22,21 @@ from .chunk import answer_units, chunk_text
 from .conversation import Turn, follow_up_query
 from .embed import Embedder
 from .errors import BadQuery, CitebotError, IndexCorrupt, IndexNotFound
+from .folder import current_generation, write_lock
 from .lexical import correct_spelling
 from .paths import path_within
 from .plan import Planner, chunks_to_embed
 from .records import Answer, Hit, Source
 from .retrieve import RetrievalSettings, hybrid_search, search_with_sentences
+from .segments import Writer, open_writer
 from .store import (
     ChunkSentences,
+    IndexWriter,
     Manifest,
     Snapshot,
     SourceRows,
-    Writer,
-    current_generation,
     now_iso,
     open_snapshot,
-    open_writer,
-    write_lock,
 )
 
 if TYPE_CHECKING:  # the milvus backend is an extra
@@ -256,11 +255,11 @@ class Library:
         return report
 
     @contextmanager
-    def _writer(self, rebuild: bool, wait: bool) -> Iterator[Writer]:
+    def _writer(self, rebuild: bool, wait: bool) -> Iterator[IndexWriter]:
         """The one writer of the index, in the folder or in Milvus."""
         if self.store is not None:
             with self.store.writer(self.manifest(), rebuild=rebuild, wait=wait) as writer:
-                yield writer  # type: ignore[misc]
+                yield writer
             return
         with write_lock(self.index_dir, wait), \
                 open_writer(self.index_dir, self.manifest(), rebuild=rebuild,

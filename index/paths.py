@@ -20,6 +20,14 @@ def same_file_key(source: Source) -> str | None:
     return "url:" + source.url if source.url else None
 
 
+def key_within(key: str | None, folder: str) -> bool:
+    """Whether a same_file_key names a file that is folder (resolved) or lies inside it."""
+    if not key or not key.startswith("path:"):
+        return False
+    path = key[5:]
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
 def path_within(path: str, folder: str) -> bool:
     """Whether path is folder or lies inside it, both resolved (symlinks, "..")."""
     path, folder = os.path.realpath(path), os.path.realpath(folder)

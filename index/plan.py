@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from . import ingest
 from .errors import CitebotError
-from .paths import path_within, same_file_key, under_folders
+from .paths import key_within, same_file_key, under_folders
 from .records import Chunk, Source
 
 
@@ -50,14 +50,15 @@ class Planner:
         self.now = now
         self.plan = UpdatePlan()
         keys = file_keys or {}
-        self._by_file = {k: s.id for s in self.kept.values()
-                         if (k := keys.get(s.id) or same_file_key(s))}
+        self._key = {s.id: k for s in self.kept.values()
+                     if (k := keys.get(s.id) or same_file_key(s))}
+        self._by_file = {k: sid for sid, k in self._key.items()}
         self._by_hash = {s.content_hash: s.id for s in self.kept.values()}
 
     def _drop(self, sid: str) -> None:
         src = self.kept.pop(sid)
         self.plan.removed.append(src)
-        for table, key in ((self._by_file, same_file_key(src)), (self._by_hash, src.content_hash)):
+        for table, key in ((self._by_file, self._key.get(sid)), (self._by_hash, src.content_hash)):
             if table.get(key) == sid:
                 del table[key]
 
@@ -65,9 +66,10 @@ class Planner:
         """Drop the sources a remove argument names: id, path, URL, or a folder holding them."""
         if ingest.is_web_url(spec):
             gone = [sid for sid, s in self.kept.items() if s.url == spec]
-        else:
-            gone = [sid for sid, s in self.kept.items()
-                    if spec == sid or (s.path and path_within(s.path, spec))]
+        else:  # resolved once; each source's resolved path was stored when it was indexed
+            folder = os.path.realpath(spec)
+            gone = [sid for sid in self.kept
+                    if spec == sid or key_within(self._key.get(sid), folder)]
         if not gone:
             raise CitebotError(f"{spec} is not in the index")
         for sid in gone:
@@ -108,6 +110,7 @@ class Planner:
         self._by_hash[src.content_hash] = src.id
         if key:
             self._by_file.setdefault(key, src.id)
+            self._key.setdefault(src.id, key)
         return src
 
 

@@ -86,7 +86,7 @@ def _candidates(snap: Snapshot, query: str, qvec: np.ndarray, pool: int
     scores), or None for an empty index.
 
     A store that searches itself (Milvus: milvus_generation.Generation.candidates) gathers
-    the same union in the engine; the fusion below is then the same for both.
+    the same union in the engine; _ranked then fuses both the same way.
     """
     if hasattr(snap, "candidates"):
         got = snap.candidates(query, qvec, pool)
@@ -97,8 +97,7 @@ def _candidates(snap: Snapshot, query: str, qvec: np.ndarray, pool: int
     pool = min(n, pool)
     _, dense_ids = snap.vectors.search(qvec.reshape(1, -1), pool)
     lex_all = snap.lexical.scores(query)
-    lex_ids = np.argpartition(-lex_all, pool - 1)[:pool] if pool < n else np.arange(n)
-    lex_ids = lex_ids[lex_all[lex_ids] > 0]
+    lex_ids = snap.lexical.top(lex_all, pool)
     ids = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids])).astype(np.int64)
     # Exact cosines for every candidate, whatever approximate index found them.
     return ids, snap.embeddings(ids.tolist()) @ qvec, lex_all[ids]

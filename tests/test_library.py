@@ -11,8 +11,8 @@ import pytest
 
 from bot.app import make_library
 from index.errors import CitebotError, IndexCorrupt, ModelMismatch, SourceUnreadable
+from index.folder import STORE, current_generation
 from index.library import Library, Settings
-from index.store import STORE, current_generation
 
 from .conftest import SEEDS, library, seeds_config
 

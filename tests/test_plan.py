@@ -106,3 +106,23 @@ def test_planning_is_linear_in_the_sources(monkeypatch):
         p.offer(src(f"f{i}.md", f"edited {i}" if i % 10 == 0 else ""))
     assert len(p.plan.unchanged) == n - n // 10 and len(p.plan.added) == 500
     assert len(calls) <= n + 500
+    calls.clear()
+    p.remove("/data/f7.md")  # by path: resolved once, then compared with stored keys
+    assert len(calls) == 1 and [s.id for s in p.plan.removed] == ["id-f7.md"]
+
+
+def test_merge_policy_makes_big_segments_of_big_batches():
+    """Segments of one size tier merge by MERGE_FACTOR; big batches (each under half the
+    largest merged size) merge once they add up to a big segment, never past MAX_MERGED."""
+    from index import segments
+
+    def seg(i: int, n: int) -> tuple[str, int, int, int]:
+        return (f"seg-{i}", i * 1000, i * 1000 + n, n)
+
+    half = segments.MAX_MERGED // 2
+    batches = [seg(0, half + 10), seg(1, half // 3), seg(2, half // 3), seg(3, half // 3),
+               seg(4, half // 3), seg(5, 12)]
+    run = segments._big_run(batches)
+    assert [r[0] for r in run] == ["seg-1", "seg-2", "seg-3", "seg-4"]
+    assert half <= sum(r[3] for r in run) <= segments.MAX_MERGED
+    assert segments._big_run([seg(0, half // 3), seg(1, 12)]) is None

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from bench.standin import HashEmbedder
-from index import store
+from index import folder as index_folder
 from index.errors import CitebotError, DiskFull, IndexCorrupt, IndexNotFound
+from index.folder import STORE, current_generation
 from index.library import Library
-from index.store import STORE, current_generation
 
 from .conftest import run_cli
 from .test_segments import article
@@ -65,7 +65,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _full_at(k: int, calls: list[int]):
-    real = store._write_file
+    real = index_folder.write_file
 
     def write(path: Path, data: bytes) -> None:
         calls.append(1)
@@ -83,13 +83,13 @@ def test_a_full_disk_at_any_write_is_one_line_and_leaves_nothing(tmp_path, stand
     (folder / "new.md").write_text(article(99))
     before = _state(lib)
     counted: list[int] = []
-    monkeypatch.setattr(store, "_write_file", _full_at(0, counted))
+    monkeypatch.setattr(index_folder, "write_file", _full_at(0, counted))
     shutil.copytree(lib.index_dir, tmp_path / "count")  # how many writes this update makes
     Library(tmp_path / "count", standin).update([str(folder)], rebuild=rebuild)
     writes = len(counted)
     assert writes >= 6
     for k in range(1, writes + 1):
-        monkeypatch.setattr(store, "_write_file", _full_at(k, []))
+        monkeypatch.setattr(index_folder, "write_file", _full_at(k, []))
         with pytest.raises(DiskFull) as err:
             lib.update([str(folder)], rebuild=rebuild)
         assert _one_line(err.value).startswith("the disk is full")
@@ -103,7 +103,7 @@ def test_sqlite_running_out_of_room_is_the_same_one_line(tmp_path, standin, monk
     lib, folder = _built(tmp_path, standin)
     (folder / "new.md").write_text(article(99) * 5)
     before = _state(lib)
-    real = store._connect
+    real = index_folder.connect
 
     def cramped(path: Path, *, readonly: bool) -> sqlite3.Connection:
         db = real(path, readonly=readonly)
@@ -112,7 +112,7 @@ def test_sqlite_running_out_of_room_is_the_same_one_line(tmp_path, standin, monk
             db.execute(f"PRAGMA max_page_count = {pages}")
         return db
 
-    monkeypatch.setattr(store, "_connect", cramped)
+    monkeypatch.setattr(index_folder, "connect", cramped)
     with pytest.raises(DiskFull) as err:
         lib.update([str(folder)])
     assert _one_line(err.value).startswith("the disk is full")
@@ -253,3 +253,27 @@ def test_check_finds_infinite_and_unnormalised_vectors(tmp_path, standin, bad):
     want = "infinite or NaN" if bad in ("inf", "nan") else "not normalised"
     assert any(want in p for p in problems), problems
     assert "--rebuild" in problems[-1]
+
+
+@pytest.mark.parametrize("damage", ["bytes", "folder", "name"])
+def test_cli_on_a_damaged_current_is_one_line_and_rebuild_repairs_it(tmp_path, capsys, damage):
+    """Through the CLI: a non-UTF-8 CURRENT, a CURRENT that is a folder, or one naming nothing
+    is one line for every command, and `index build --rebuild` repairs it."""
+    article_file = tmp_path / "a.md"
+    article_file.write_text(article(1))
+    ix = ["--index", tmp_path / "index"]
+    assert run_cli(capsys, "index", "build", article_file, *ix)[0] == 0
+    current = tmp_path / "index" / "CURRENT"
+    if damage == "bytes":
+        current.write_bytes(b"gen-\xff\n")
+    elif damage == "folder":
+        current.unlink()
+        current.mkdir()
+    else:
+        current.write_text("../../etc\n")
+    for argv in (["search", "otter"], ["index", "list"], ["index", "add", article_file]):
+        code, _, err = run_cli(capsys, *argv, *ix)
+        assert code == 1 and err.count("\n") == 1 and "--rebuild" in err, (argv, err)
+    code, _, err = run_cli(capsys, "index", "build", article_file, "--rebuild", *ix)
+    assert code == 0, err
+    assert current.is_file() and run_cli(capsys, "index", "check", *ix)[0] == 0

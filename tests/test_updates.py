@@ -23,9 +23,10 @@ from bot.botdata import BotData
 from bot.cli import main
 from index.chunk import answer_units
 from index.errors import CitebotError
+from index.folder import current_generation
 from index.library import Library
 from index.records import Answer
-from index.store import ChunkSentences, Snapshot, current_generation
+from index.store import ChunkSentences, Snapshot
 from index.watch import Watcher, fingerprint
 
 from .conftest import ROOT, SEEDS, library
@@ -260,7 +261,8 @@ import os, sys, time
 from pathlib import Path
 
 import index.embed
-import index.store
+import index.folder
+import index.segments
 from bot.cli import main
 
 point, marker = sys.argv[1], Path(sys.argv[2])
@@ -272,18 +274,18 @@ def pause(*args, **kwargs):
 
 
 commits = []
-real_commit, real_write = index.store._commit, index.store._write_file
+real_commit, real_write = index.segments._commit, index.folder.write_file
 if point == "embedding":
     index.embed.Embedder.encode = pause
 elif point == "segment":  # half the new segment's files are written
-    index.store._write_file = lambda p, d: pause() if p.name == "docs.npy" else real_write(p, d)
+    index.folder.write_file = lambda p, d: pause() if p.name == "docs.npy" else real_write(p, d)
 elif point == "committing":  # rows inserted, segment written, the transaction not committed
-    index.store._commit = pause
+    index.segments._commit = pause
 elif point == "merging":  # the update committed; the merged segment written, not committed
-    index.store.MERGE_FACTOR, index.store._tier = 2, lambda chunks: 0
-    index.store._commit = lambda db: pause() if commits else commits.append(real_commit(db))
+    index.segments.MERGE_FACTOR, index.segments._tier = 2, lambda chunks: 0
+    index.segments._commit = lambda db: pause() if commits else commits.append(real_commit(db))
 elif point == "switching":  # a rebuild's generation complete, CURRENT not yet switched
-    index.store._publish = pause
+    index.folder.publish = pause
 sys.exit(main(sys.argv[3:]))
 """
 
