@@ -10,7 +10,7 @@ import hashlib
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -153,12 +153,17 @@ class Generation:
     def close(self) -> None:
         """Nothing to release: the store owns the connection."""
 
-    def chunks(self, ids: Sequence[int]) -> dict[int, Chunk]:
-        """Chunks by id."""
-        seen = getattr(self._seen, "chunks", {})
+    def _read_ahead(self, kind: str, ids: Sequence[int], read: Callable[[Sequence[int]], dict]
+                    ) -> dict:
+        """What candidates() read ahead for these ids on this thread, else read(ids)."""
+        seen = getattr(self._seen, kind, {})
         if all(int(i) in seen for i in ids):
             return {int(i): seen[int(i)] for i in ids}
-        return self._read_chunks(ids)
+        return read(ids)
+
+    def chunks(self, ids: Sequence[int]) -> dict[int, Chunk]:
+        """Chunks by id."""
+        return self._read_ahead("chunks", ids, self._read_chunks)
 
     def _read_chunks(self, ids: Sequence[int]) -> dict[int, Chunk]:
         if not ids:
@@ -169,12 +174,7 @@ class Generation:
 
     def source_chunks(self, source_id: str) -> list[Chunk]:
         """A source's chunks in text order."""
-        return [_chunk(r) for r in self._source_rows(source_id)]
-
-    def _source_rows(self, source_id: str, extra: Sequence[str] = ()) -> list[dict]:
-        rows = self._query("chunks", f"source_id == {json.dumps(source_id)}",
-                           [*_CHUNK_FIELDS, *extra])
-        return sorted(rows, key=lambda r: r["start"])
+        return sorted(map(_chunk, self._rows_of([source_id])), key=lambda c: c.start)
 
     def embeddings(self, ids: Sequence[int]) -> np.ndarray:
         """Stored vectors of the given chunk ids, in that order."""
@@ -187,10 +187,7 @@ class Generation:
 
     def sentences(self, ids: Sequence[int]) -> dict[int, ChunkSentences]:
         """The stored sentences of the given chunk ids (none for a chunk of short lines)."""
-        seen = getattr(self._seen, "sentences", {})
-        if all(int(i) in seen for i in ids):
-            return {int(i): seen[int(i)] for i in ids}
-        return self._read_sentences(ids)
+        return self._read_ahead("sentences", ids, self._read_sentences)
 
     def _read_sentences(self, ids: Sequence[int]) -> dict[int, ChunkSentences]:
         if not len(ids):
