@@ -10,7 +10,7 @@ import hashlib
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -62,7 +62,6 @@ class Candidates:
     ids: np.ndarray  # int64
     dense: np.ndarray  # float32
     lexical: np.ndarray  # float32, 0 where no query term occurs
-    sentence: np.ndarray  # float32: the best cosine of a candidate's sentences, 0 for none
 
 
 _APPROXIMATE = ("IVF_SQ8", "DISKANN", "AUTOINDEX")  # index types whose distances are not exact
@@ -92,7 +91,7 @@ class Generation:
         self.store, self.gen, self.manifest = store, gen, manifest
         self.client = store.client
         self.names = {kind: store._collection(gen, kind) for kind in KINDS}
-        self._seen = threading.local()  # chunk rows candidates() read ahead, per thread
+        self._seen = threading.local()  # rows candidates() read ahead for this thread
 
     @property
     def generation(self) -> str:
@@ -154,12 +153,17 @@ class Generation:
     def close(self) -> None:
         """Nothing to release: the store owns the connection."""
 
-    def chunks(self, ids: Sequence[int]) -> dict[int, Chunk]:
-        """Chunks by id (those candidates() read ahead on this thread without a request)."""
-        seen = getattr(self._seen, "chunks", {})
+    def _read_ahead(self, kind: str, ids: Sequence[int], read: Callable[[Sequence[int]], dict]
+                    ) -> dict:
+        """What candidates() read ahead for these ids on this thread, else read(ids)."""
+        seen = getattr(self._seen, kind, {})
         if all(int(i) in seen for i in ids):
             return {int(i): seen[int(i)] for i in ids}
-        return self._read_chunks(ids)
+        return read(ids)
+
+    def chunks(self, ids: Sequence[int]) -> dict[int, Chunk]:
+        """Chunks by id."""
+        return self._read_ahead("chunks", ids, self._read_chunks)
 
     def _read_chunks(self, ids: Sequence[int]) -> dict[int, Chunk]:
         if not ids:
@@ -183,6 +187,9 @@ class Generation:
 
     def sentences(self, ids: Sequence[int]) -> dict[int, ChunkSentences]:
         """The stored sentences of the given chunk ids (none for a chunk of short lines)."""
+        return self._read_ahead("sentences", ids, self._read_sentences)
+
+    def _read_sentences(self, ids: Sequence[int]) -> dict[int, ChunkSentences]:
         if not len(ids):
             return {}
         rows = self._query("sentences", _in("chunk_id", [int(i) for i in ids]),
@@ -245,9 +252,10 @@ class Generation:
     def candidates(self, query: str, qvec: np.ndarray, pool: int) -> Candidates:
         """The pool best chunks by dense and by BM25 search, with both scores for each.
 
-        Three rounds of requests sent together: the two searches; then both scores and the
-        best sentence cosine of every candidate, and their chunk rows (kept for this thread's
-        following chunks() call: an id names one content, so such a row cannot be stale).
+        Three rounds of requests sent together: the two searches; then both scores of every
+        candidate and the rows ranking reads next (their sentences and chunk rows, kept for
+        this thread's following sentences() and chunks() calls: an id names one content, so
+        such a row cannot be stale).
         """
         qvec = np.asarray(qvec, dtype=np.float32)
         terms = " ".join(tokenize(query))
@@ -257,7 +265,7 @@ class Generation:
         ids = np.unique(np.array(list(dense) + list(lex), dtype=np.int64))
         listed = ids.tolist()
         missing = [i for i in listed if i not in lex]
-        jobs = {"sentences": _pool().submit(self._best_sentences, qvec, listed),
+        jobs = {"sentences": _pool().submit(self._read_sentences, listed),
                 "chunks": _pool().submit(self._read_chunks, listed)}
         if self.store.index_type in _APPROXIMATE:  # quantised distances: exact ones from rows
             cos_f = _pool().submit(lambda: dict(zip(listed, self.embeddings(listed) @ qvec,
@@ -268,25 +276,10 @@ class Generation:
         if terms and missing:  # dense-only candidates may still hold a query term
             lex.update(self._bm25(terms, len(missing), _in("id", missing)))
         dense.update(cos_f.result())
-        best = jobs["sentences"].result()
+        self._seen.sentences = jobs["sentences"].result()
         self._seen.chunks = jobs["chunks"].result()
         return Candidates(ids, np.array([dense[i] for i in listed], dtype=np.float32),
-                          np.array([lex.get(i, 0.0) for i in listed], dtype=np.float32),
-                          np.array([best.get(i, 0.0) for i in listed], dtype=np.float32))
-
-    def _best_sentences(self, qvec: np.ndarray, ids: list[int]) -> dict[int, float]:
-        """Each chunk's best sentence cosine, computed in the engine: reading the ~3 sentence
-        vectors of each of ~100 candidates cost 20 ms more, in pymilvus's row decoding."""
-        if not ids:
-            return {}
-        hits = self.client.search(self.names["sentences"], data=[qvec.astype(np.float16)],
-                                  anns_field="vector", limit=min(_QUERY_WINDOW, 64 * len(ids)),
-                                  filter=_in("chunk_id", ids), output_fields=["chunk_id"],
-                                  search_params={"metric_type": "IP"})[0]
-        best: dict[int, float] = {}
-        for h in hits:  # best first
-            best.setdefault(int(h["entity"]["chunk_id"]), float(h["distance"]))
-        return best
+                          np.array([lex.get(i, 0.0) for i in listed], dtype=np.float32))
 
     def _dense(self, qvec: np.ndarray, limit: int, expr: str = "") -> dict[int, float]:
         if not limit or expr == "id in []":

@@ -57,17 +57,15 @@ def _ranked(snap: Snapshot, query: str, qvec: np.ndarray, k: int, settings: Retr
     found = _candidates(snap, query, qvec, max(settings.candidates, k))
     if found is None:
         return [], {}
-    ids, dense, lex, best = found
+    ids, dense, lex = found
     top = float(lex.max()) if len(lex) else 0.0
     lex_norm = lex / top if top > 0 else np.zeros_like(lex)
     w = settings.dense_weight
     fused = w * dense + (1.0 - w) * lex_norm
     stored: dict[int, ChunkSentences] = {}
     if settings.sentence_weight:
-        if best is None:
-            stored = snap.sentences(ids.tolist())
-            best = _best_sentence(stored, ids, qvec)
-        fused = fused + settings.sentence_weight * best
+        stored = snap.sentences(ids.tolist())
+        fused = fused + settings.sentence_weight * _best_sentence(stored, ids, qvec)
     order = np.argsort(-fused, kind="stable")[:k]
     chunks = snap.chunks([int(ids[i]) for i in order])
     # A store that searches itself reads only the hits' sources; the local one holds them all.
@@ -83,17 +81,16 @@ def _ranked(snap: Snapshot, query: str, qvec: np.ndarray, k: int, settings: Retr
 
 
 def _candidates(snap: Snapshot, query: str, qvec: np.ndarray, pool: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None:
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The union of the pool best chunks by cosine and by BM25: (ids, exact cosines, BM25
-    scores, best sentence cosines or None), or None for an empty index.
+    scores), or None for an empty index.
 
     A store that searches itself (Milvus: milvus_generation.Generation.candidates) gathers
-    the same union in the engine, with each candidate's best sentence cosine; _ranked then
-    fuses both the same way.
+    the same union in the engine; _ranked then fuses both the same way.
     """
     if hasattr(snap, "candidates"):
         got = snap.candidates(query, qvec, pool)
-        return (got.ids, got.dense, got.lexical, got.sentence) if len(got.ids) else None
+        return (got.ids, got.dense, got.lexical) if len(got.ids) else None
     n = snap.vectors.ntotal
     if n == 0:
         return None
@@ -103,7 +100,7 @@ def _candidates(snap: Snapshot, query: str, qvec: np.ndarray, pool: int
     lex_ids = snap.lexical.top(lex_all, pool)
     ids = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids])).astype(np.int64)
     # Exact cosines for every candidate, whatever approximate index found them.
-    return ids, snap.embeddings(ids.tolist()) @ qvec, lex_all[ids], None
+    return ids, snap.embeddings(ids.tolist()) @ qvec, lex_all[ids]
 
 
 def _best_sentence(stored: dict[int, ChunkSentences], ids: np.ndarray,
