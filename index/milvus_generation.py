@@ -276,6 +276,10 @@ class Generation:
         if terms and missing:  # dense-only candidates may still hold a query term
             lex.update(self._bm25(terms, len(missing), _in("id", missing)))
         dense.update(cos_f.result())
+        unscored = [i for i in listed if i not in dense]  # a graph search may miss some
+        if unscored:
+            dense.update(zip(unscored, (self.embeddings(unscored) @ qvec).tolist(),
+                             strict=True))
         self._seen.sentences = jobs["sentences"].result()
         self._seen.chunks = jobs["chunks"].result()
         return Candidates(ids, np.array([dense[i] for i in listed], dtype=np.float32),
