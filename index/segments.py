@@ -39,6 +39,8 @@ from .vectors import VectorIndex
 MERGE_FACTOR = 8  # this many segments of one size tier are merged into one
 MAX_MERGED = 250_000  # chunks: bigger segments are not merged again (bounded merge memory)
 REWRITE_DEAD_SHARE = 0.3  # a segment this much removed is rewritten without its dead chunks
+_SOURCE_RECORDS = ("CREATE INDEX IF NOT EXISTS sources_records ON sources(id, title, path, url,"
+                   " publisher, date, content_hash, added_at, file_key)")
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE sources (
@@ -83,6 +85,8 @@ class Writer:
                     "live_length": 0, "sources": 0}
             self.db.executemany("INSERT INTO meta VALUES (?, ?)",
                                 [(k, str(v)) for k, v in meta.items()])
+        # Planning reads every source's record; this covering index spares it the texts.
+        self.db.execute(_SOURCE_RECORDS)
         self._drop_unlisted()
 
     def _meta(self) -> dict[str, str]:

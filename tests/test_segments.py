@@ -37,6 +37,15 @@ def article(n: int, version: int = 0) -> str:
     return f"# Article {n}\n\n" + "\n\n".join(paragraphs) + "\n"
 
 
+def articles(tmp_path: Path, n: int) -> Path:
+    """A folder of articles a0.md..a{n-1}.md."""
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"a{i}.md").write_text(article(i))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def standin() -> HashEmbedder:
     return HashEmbedder()
@@ -80,11 +89,8 @@ def test_results_equal_a_fresh_rebuild_after_adds_edits_and_removals(tmp_path, s
     """Many small updates (with merges along the way) leave the same top-10, the same BM25
     statistics and the same spelling vocabulary as one fresh build of the final folder."""
     monkeypatch.setattr(segments, "MERGE_FACTOR", 3)
-    folder = tmp_path / "articles"
-    folder.mkdir()
+    folder = articles(tmp_path, 4)
     lib = Library(tmp_path / "grown", standin)
-    for n in range(4):
-        (folder / f"a{n}.md").write_text(article(n))
     lib.update([str(folder)])
     merges = 0
     for step in range(12):
@@ -180,10 +186,7 @@ def _rows(index: Path) -> dict[str, list]:
 
 def test_an_update_of_one_article_writes_only_that_articles_rows_and_vectors(tmp_path,
                                                                              standin):
-    folder = tmp_path / "articles"
-    folder.mkdir()
-    for n in range(40):
-        (folder / f"a{n}.md").write_text(article(n))
+    folder = articles(tmp_path, 40)
     lib = Library(tmp_path / "index", standin)
     lib.update([str(folder)])
     before = _rows(lib.index_dir)
@@ -214,10 +217,9 @@ def test_an_update_of_one_article_writes_only_that_articles_rows_and_vectors(tmp
 
 def test_merging_keeps_every_chunk_and_drops_the_removed(tmp_path, standin, monkeypatch):
     monkeypatch.setattr(segments, "MERGE_FACTOR", 2)
-    folder = tmp_path / "articles"
-    folder.mkdir()
+    folder = articles(tmp_path, 0)
     lib = Library(tmp_path / "index", standin)
-    for n in range(6):
+    for n in range(6):  # one update, one segment each
         (folder / f"a{n}.md").write_text(article(n))
         lib.update([str(folder)])
     (folder / "a2.md").unlink()

@@ -26,7 +26,7 @@ from index.folder import STORE, current_generation
 from index.library import Library
 
 from .conftest import run_cli
-from .test_segments import article
+from .test_segments import article, articles
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +35,7 @@ def standin() -> HashEmbedder:
 
 
 def _built(tmp_path: Path, standin: HashEmbedder, n: int = 3) -> tuple[Library, Path]:
-    folder = tmp_path / "articles"
-    folder.mkdir()
-    for i in range(n):
-        (folder / f"a{i}.md").write_text(article(i))
+    folder = articles(tmp_path, n)
     lib = Library(tmp_path / "index", standin)
     lib.update([str(folder)])
     return lib, folder
