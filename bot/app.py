@@ -71,7 +71,28 @@ def cache_dir(cfg: Config) -> Path:
 
 
 def make_library(cfg: Config, index_override: str | None = None) -> Library:
-    return Library(index_dir(cfg, index_override), embedder_for(cfg), library_settings(cfg))
+    return Library(index_dir(cfg, index_override), embedder_for(cfg), library_settings(cfg),
+                   store=store_for(cfg, index_override))
+
+
+_STORES: dict[tuple, object] = {}
+
+
+def store_for(cfg: Config, override: str | None = None):
+    """The Milvus store when [store] backend = "milvus" (--index then names its uri), one per
+    process; None for the index folder. The token comes from MILVUS_TOKEN only."""
+    if cfg.store.backend == "local":
+        return None
+    from index import MilvusStore, is_lite
+
+    uri = override or cfg.store.uri
+    uri = str(cfg.path(uri)) if is_lite(uri) and not override else uri
+    key = (uri, cfg.store.collection, cfg.store.index_type)
+    if key not in _STORES:
+        _STORES[key] = MilvusStore(uri, name=cfg.store.collection,
+                                   token=os.environ.get("MILVUS_TOKEN", ""),
+                                   index_type=cfg.store.index_type)
+    return _STORES[key]
 
 
 def progress_bar(embedder: Embedder):
@@ -107,8 +128,9 @@ def open_library(cfg: Config, index_override: str | None = None, *,
     if build_if_missing and not lib.exists():
         specs = source_specs(cfg)
         if not any(is_web_url(s) or os.path.exists(s) for s in specs):
-            raise IndexNotFound(f"no index at {lib.index_dir}, and no configured sources to "
-                                f"build one from ({', '.join(specs) or 'none'})")
+            where = lib.store.uri if lib.store else lib.index_dir
+            raise IndexNotFound(f"there is no index yet, and no configured sources to build one "
+                                f"from ({', '.join(specs) or 'none'})", path=where)
         print(f"citebot: no index yet, building one from {', '.join(cfg.index.sources)}",
               file=sys.stderr)
         lib.update(specs, progress=progress_bar(lib.embedder))

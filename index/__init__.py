@@ -26,6 +26,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "DEFAULT_MODEL": ("embed", "DEFAULT_MODEL"),
     "resolve_model": ("embed", "resolve_model"),
     "RayEmbedder": ("ray_embed", "RayEmbedder"),  # loads Ray only when it embeds
+    "MilvusStore": ("milvus_store", "MilvusStore"),  # loads pymilvus only when it connects
+    "is_lite": ("milvus_store", "is_lite"),
     # records
     "Source": ("records", "Source"),
     "Document": ("records", "Document"),
@@ -44,6 +46,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "BadQuery": ("errors", "BadQuery"),
     "IndexBusy": ("errors", "IndexBusy"),
     "BadQuestionFile": ("errors", "BadQuestionFile"),
+    "DiskFull": ("errors", "DiskFull"),
+    "StoreUnavailable": ("errors", "StoreUnavailable"),
     # what a setting may hold (bot/config.py derives the config file from it)
     "setting": ("settings", "setting"),
     "check_setting": ("settings", "check_setting"),

@@ -85,3 +85,9 @@ class BadQuestionFile(CitebotError):
     """A labelled question file (for `citebot eval`) that is missing, malformed or unlabelled."""
 
     kind = "bad_question_file"
+
+
+class StoreUnavailable(CitebotError):
+    """The index's store (a Milvus server) cannot be reached."""
+
+    kind = "store_unavailable"

@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,8 +30,19 @@ from .records import Answer, Hit, Source
 from .retrieve import RetrievalSettings, hybrid_search, search_with_sentences
 from .segments import Writer, open_writer
 from .settings import setting
-from .store import ChunkSentences, Manifest, Snapshot, SourceRows, now_iso, open_snapshot
+from .store import (
+    ChunkSentences,
+    IndexWriter,
+    Manifest,
+    Snapshot,
+    SourceRows,
+    now_iso,
+    open_snapshot,
+)
 from .vectors import KINDS
+
+if TYPE_CHECKING:  # the milvus backend is an extra
+    from .milvus_store import MilvusStore
 
 # progress(chunks done, chunks to embed), called as embedding goes on; a chunk counts as done
 # with its sentences.
@@ -75,10 +88,13 @@ class UpdateReport:
 class Library:
     """An index folder plus the model that embeds for it."""
 
-    def __init__(self, index_dir: Path, embedder: Embedder, settings: Settings = Settings()):
+    def __init__(self, index_dir: Path, embedder: Embedder, settings: Settings = Settings(),
+                 store: MilvusStore | None = None):
+        """store: an index in Milvus (milvus_store), used instead of the folder index_dir."""
         self.index_dir = Path(index_dir)
         self.embedder = embedder
         self.settings = settings
+        self.store = store
         self._snap: Snapshot | None = None
         self._snap_lock = threading.Lock()
 
@@ -92,10 +108,14 @@ class Library:
                         overlap_sentences=self.settings.overlap_sentences)
 
     def exists(self) -> bool:
+        if self.store is not None:
+            return self.store.live() is not None
         return current_generation(self.index_dir) is not None
 
     def snapshot(self) -> Snapshot:
         """The live generation, reopened when an update has replaced it."""
+        if self.store is not None:  # the pointer is resolved on every call
+            return self.store.open(self.manifest())  # type: ignore[return-value]
         live = current_generation(self.index_dir)
         with self._snap_lock:
             if live is None:
@@ -108,6 +128,8 @@ class Library:
         return list(self.snapshot().sources().values())
 
     def stats(self) -> dict:
+        if self.store is not None:
+            return self.store.stats(self.store.open(self.manifest()))
         snap = self.snapshot()
         m = snap.manifest
         size = sum(p.stat().st_size for p in snap.folder.rglob("*") if p.is_file())
@@ -120,6 +142,8 @@ class Library:
 
     def check(self) -> list[str]:
         """Integrity problems of the live index; an empty list means it is sound."""
+        if self.store is not None:
+            return self.store.problems(self.manifest())
         try:
             snap = open_snapshot(self.index_dir, self.manifest())
         except CitebotError as exc:
@@ -199,9 +223,7 @@ class Library:
         """
         started = time.monotonic()
         report = UpdateReport()
-        with write_lock(self.index_dir, wait), \
-                open_writer(self.index_dir, self.manifest(), rebuild=rebuild,
-                            vector_kind=self.settings.vector_kind) as writer:
+        with self._writer(rebuild, wait) as writer:
             planner = Planner(writer.sources(), now_iso(), writer.file_keys())
             for spec in remove:
                 planner.remove(spec)
@@ -229,6 +251,18 @@ class Library:
         if not report.seconds:
             report.seconds = time.monotonic() - started
         return report
+
+    @contextmanager
+    def _writer(self, rebuild: bool, wait: bool) -> Iterator[IndexWriter]:
+        """The one writer of the index, in the folder or in Milvus."""
+        if self.store is not None:
+            with self.store.writer(self.manifest(), rebuild=rebuild, wait=wait) as writer:
+                yield writer
+            return
+        with write_lock(self.index_dir, wait), \
+                open_writer(self.index_dir, self.manifest(), rebuild=rebuild,
+                            vector_kind=self.settings.vector_kind) as writer:
+            yield writer
 
     def remove(self, specs: Sequence[str]) -> UpdateReport:
         """Drop sources (by path, URL, folder or id) and their chunks."""

@@ -52,19 +52,13 @@ def search_with_sentences(snap: Snapshot, query: str, qvec: np.ndarray, k: int,
 def _ranked(snap: Snapshot, query: str, qvec: np.ndarray, k: int, settings: RetrievalSettings
             ) -> tuple[list[Hit], dict[int, ChunkSentences]]:
     """The hits, and the sentences read for ranking them (all candidates', or none)."""
-    n = snap.vectors.ntotal
-    if n == 0 or k <= 0:
+    if k <= 0:
         return [], {}
     qvec = qvec.astype(np.float32)
-    pool = min(n, max(settings.candidates, k))
-    _, dense_ids = snap.vectors.search(qvec.reshape(1, -1), pool)
-    lex_all = snap.lexical.scores(query)
-    lex_ids = snap.lexical.top(lex_all, pool)
-    ids = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids])).astype(np.int64)
-    # Exact cosines for every candidate, whatever approximate index found them.
-    vecs = snap.embeddings(ids.tolist())
-    dense = vecs @ qvec
-    lex = lex_all[ids]
+    found = _candidates(snap, query, qvec, max(settings.candidates, k))
+    if found is None:
+        return [], {}
+    ids, dense, lex = found
     top = float(lex.max()) if len(lex) else 0.0
     lex_norm = lex / top if top > 0 else np.zeros_like(lex)
     w = settings.dense_weight
@@ -75,7 +69,9 @@ def _ranked(snap: Snapshot, query: str, qvec: np.ndarray, k: int, settings: Retr
         fused = fused + settings.sentence_weight * _best_sentence(stored, ids, qvec)
     order = np.argsort(-fused, kind="stable")[:k]
     chunks = snap.chunks([int(ids[i]) for i in order])
-    sources = snap.sources()
+    # A store that searches itself reads only the hits' sources; the local one holds them all.
+    sources = snap.sources({c.source_id for c in chunks.values()}) \
+        if hasattr(snap, "candidates") else snap.sources()
     hits = []
     for rank, i in enumerate(order, 1):
         chunk = chunks[int(ids[i])]
@@ -83,6 +79,29 @@ def _ranked(snap: Snapshot, query: str, qvec: np.ndarray, k: int, settings: Retr
                         source=sources[chunk.source_id], dense=float(dense[i]),
                         lexical=float(lex_norm[i])))
     return hits, stored
+
+
+def _candidates(snap: Snapshot, query: str, qvec: np.ndarray, pool: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The union of the pool best chunks by cosine and by BM25: (ids, exact cosines, BM25
+    scores), or None for an empty index.
+
+    A store that searches itself (Milvus: milvus_generation.Generation.candidates) gathers
+    the same union in the engine; _ranked then fuses both the same way.
+    """
+    if hasattr(snap, "candidates"):
+        got = snap.candidates(query, qvec, pool)
+        return (got.ids, got.dense, got.lexical) if len(got.ids) else None
+    n = snap.vectors.ntotal
+    if n == 0:
+        return None
+    pool = min(n, pool)
+    _, dense_ids = snap.vectors.search(qvec.reshape(1, -1), pool)
+    lex_all = snap.lexical.scores(query)
+    lex_ids = snap.lexical.top(lex_all, pool)
+    ids = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids])).astype(np.int64)
+    # Exact cosines for every candidate, whatever approximate index found them.
+    return ids, snap.embeddings(ids.tolist()) @ qvec, lex_all[ids]
 
 
 def _best_sentence(stored: dict[int, ChunkSentences], ids: np.ndarray,

@@ -152,7 +152,7 @@ def test_bad_input_is_one_line_exit_1_and_index_kept(capsys, index_copy, tmp_pat
     assert err.startswith("citebot: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err and len(err) < 400
     if case == "no-index-no-sources":
-        assert "no index at" in err and "citebot index build" in err and "gone" in err
+        assert "no index yet" in err and "citebot index build" in err and "gone" in err
     assert index_files(index_copy) == before
 
 
