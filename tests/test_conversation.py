@@ -97,6 +97,59 @@ def test_names_are_inherited_through_follow_ups_and_unnamed_turns_are_skipped():
         "why? what did the leaked cables say"
 
 
+CHAIR_Q = "who chaired the inquiry into the leak?"
+CHAIR_A = Answer(question=CHAIR_Q, answered=True,
+                 answer="The inquiry was chaired by Lord Justice Hale, the Foreign Office said.")
+PAPER_Q = "which paper printed the leaked memos?"
+PAPER_A = Answer(question=PAPER_Q, answered=True, answer="The Sunday Post printed them first.")
+
+
+def test_he_after_a_who_question_is_the_person_the_answer_names():
+    turn = make_turn(CHAIR_Q, CHAIR_A, [])
+    query = follow_up_query("what did he conclude?", [turn])
+    assert query.startswith("what did Justice Hale conclude?"), query
+    # "his"/"her" before a noun become the name's.
+    assert follow_up_query("what was in his report?", [turn]).startswith(
+        "what was in Justice Hale's report?")
+
+
+def test_he_after_another_question_is_still_the_person_asked_about():
+    # The answer to "what did Trump call Darroch?" names people in passing: "he" stays one
+    # of the question's own names.
+    query = follow_up_query("how old is he?", [make_turn(TRUMP_Q, TRUMP_A, [])])
+    assert "Darroch" in query and "he?" in query
+
+
+def test_they_is_the_plural_thing_the_earlier_question_was_about():
+    turn = make_turn(PAPER_Q, PAPER_A, [])
+    assert follow_up_query("when were they written?", [turn]).startswith(
+        "when were the leaked memos written?")
+    assert follow_up_query("who wrote them?", [turn]).startswith("who wrote the leaked memos?")
+    assert follow_up_query("what was their tone?", [turn]).startswith(
+        "what was the leaked memos' tone?")
+
+
+def test_seed_follow_up_he_finds_what_the_answered_person_said(seeds_library):
+    """"who is the foreign secretary?" is answered with Jeremy Hunt; "he" is then Hunt, and
+    his reaction to the resignation is found."""
+    first_q = "who is the foreign secretary?"
+    first = seeds_library.ask(first_q)
+    assert first.answered and "Hunt" in first.answer, first.answer
+    turn = make_turn(first_q, first, [])
+    second = seeds_library.ask("how did he react to the resignation?", context=[turn])
+    assert second.answered and "deeply saddened" in second.answer, second.answer
+
+
+def test_seed_follow_up_they_finds_what_the_earlier_things_say(seeds_library):
+    """"they" after a question about Darroch's memos is the memos: the years they date from."""
+    first_q = "what did darroch's confidential memos say about the white house?"
+    first = seeds_library.ask(first_q)
+    assert first.answered
+    turn = make_turn(first_q, first, [])
+    second = seeds_library.ask("what years do they cover?", context=[turn])
+    assert second.answered and "2017 to the present" in second.answer, second.answer
+
+
 def test_store_keeps_the_last_turns_per_key_and_forgets_after_idle_time():
     store = ConversationStore(turns=2, idle=600)
     for i, q in enumerate(["a?", "b?", "c?"]):
