@@ -31,10 +31,11 @@ _KINDS = [
                        r"the name of\b", re.I)),
     ("number", re.compile(r"\bhow (old|many|much|long|far|big|large|high|tall|deep|wide|"
                           r"often)\b|\bwhat (percentage|proportion|number|amount)\b", re.I)),
-    ("time", re.compile(r"^\s*(when)\b|\b(what|which) (year|date|day|time|month|century|"
-                        r"decade|period)\b|\bwhen\b", re.I)),
-    ("place", re.compile(r"^\s*where\b|\b(what|which) (country|city|state|place|region|"
-                         r"continent|area|town|location)\b|\bwhere\b", re.I)),
+    ("time", re.compile(r"^\s*(when)\b|\b(what|which) (years?|dates?|days?|time|months?|"
+                        r"century|centuries|decades?|period)\b|\bwhen\b", re.I)),
+    ("place", re.compile(r"^\s*where\b|\b(what|which) (country|countries|city|cities|states?|"
+                         r"places?|regions?|continents?|areas?|towns?|locations?)\b|\bwhere\b",
+                         re.I)),
 ]
 KINDS = ("who", "number", "time", "place", "other")
 

@@ -48,8 +48,9 @@ _WHO = re.compile(r"^\s*(?:and\s+|but\s+)?(who|whom|whose|which (?:people|person
                   re.I)
 _PERSON = re.compile(r"\b(he|she|him|her|his|hers)\b", re.I)
 _PLURAL = re.compile(r"\b(they|them|their|theirs)\b", re.I)
-# "the leaked cables", "these memos", "his emails": a plural thing a later "they" stands for.
-_PLURAL_THING = re.compile(r"\b(?:the|these|those|his|her|their|its|our)\s+"
+# "the leaked cables", "these memos", "Darroch's emails": a plural thing a later "they" stands
+# for.
+_PLURAL_THING = re.compile(r"\b(?:the|these|those|his|her|their|its|our|\w+['’]s)\s+"
                            r"((?:[a-z][\w-]*\s+){0,2}[a-z][\w-]*[^s\W]s)\b", re.I)
 _SHORT = 3  # words: "how old?", "why though?", "where exactly?"
 # Capitalised words that are not what a conversation is about: question words, pronouns,

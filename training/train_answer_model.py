@@ -204,6 +204,30 @@ def refusal_threshold(p: np.ndarray, answerable: np.ndarray, hit: np.ndarray,
     return best_t
 
 
+def citation_gap(data: dict[str, np.ndarray], sentence: Head, answerable_q: np.ndarray,
+                 min_share: float = 0.2, width: float = 0.25) -> float:
+    """How far below the best sentence's logit a sentence may score and still be cited: the
+    start of the first band of that width in which fewer than min_share of the answerable
+    questions' runner-up sentences hold an answer."""
+    logits = sentence.logits(data["X"])
+    groups = data["group"]
+    bounds = np.flatnonzero(np.diff(groups)) + 1
+    gaps, holds = [], []
+    for j, (a, b) in enumerate(zip(np.r_[0, bounds], np.r_[bounds, len(groups)], strict=True)):
+        if not answerable_q[j]:
+            continue
+        order = np.argsort(-logits[a:b])
+        gaps.extend(logits[a + order[0]] - logits[a + order[1:]])
+        holds.extend(data["hit"][a + order[1:]])
+    gaps_a, holds_a = np.array(gaps), np.array(holds)
+    edge = 0.0
+    while True:
+        band = (gaps_a >= edge) & (gaps_a < edge + width)
+        if not band.any() or holds_a[band].mean() < min_share:
+            return edge
+        edge += width
+
+
 def _accuracy(answered: np.ndarray, answerable: np.ndarray, hit: np.ndarray) -> float:
     return float(((answered & answerable & hit).sum() + (~answered & ~answerable).sum())
                  / len(answered))
@@ -214,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index", required=True, help="an index of ../shared/eval/squad/corpus")
     ap.add_argument("--train", default=str(TRAIN))
     ap.add_argument("--out", default=str(ROOT / "index" / "answer_model.json"))
-    ap.add_argument("--max-false-refusals", type=float, default=0.10)
+    ap.add_argument("--max-false-refusals", type=float, default=0.05,
+                    help="the most answerable training questions the threshold may refuse: "
+                         "a false refusal costs a user more than a hedged answer")
     ap.add_argument("--cache", help="keep the extracted features in this folder and reuse them")
     args = ap.parse_args(argv)
     from bot.app import embedder_for
@@ -248,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     t = refusal_threshold(p, answerable_q, hit, args.max_false_refusals)
     # Shift the bias so that the chosen threshold is probability 0.5 (AnswerSettings.min_score).
     answerable = replace(answerable, bias=answerable.bias - float(np.log(t / (1 - t))))
-    model = AnswerModel(passage, sentence, answerable, cite_within=1.5,
+    cite_within = citation_gap(data, sentence, answerable_q)
+    _log(f"citations: within {cite_within} of the best sentence's logit")
+    model = AnswerModel(passage, sentence, answerable, cite_within=cite_within,
                         trained_on=f"{Path(args.train).name}: {len(rows)} questions")
     model.save(Path(args.out))
     answered = sigmoid(answerable.logits(Q)) >= 0.5
