@@ -18,7 +18,6 @@ from .answer_model import (
     SENTENCE_FEATURES,
     AnswerModel,
     Terms,
-    contradicts,
     load_model,
     question_terms,
     sentence_features,
@@ -155,12 +154,16 @@ def read_sentences(question: str, hits: list[Hit], qvec: np.ndarray,
         logits = model.sentence.logits(feats)
     else:
         logits = cos.astype(np.float64)
-    for s, score in zip(sentences, logits, strict=True):
+    col_contradicts = SENTENCE_FEATURES.index("contradicts")
+    for s, score, f in zip(sentences, logits, feats, strict=True):
         s.score = float(score)
-        if settings.contradiction_penalty and contradicts(terms, s.text):
+        if settings.contradiction_penalty and f[col_contradicts]:
             s.score -= settings.contradiction_penalty
     unknown = unknown_share(terms.stems, lexical) if lexical is not None else 0.0
-    passages = [h.chunk.text for h in hits[: settings.number_passages]]
+    # Only passages about the rest of the question count: a note on owls in 2022 does not
+    # say what Hunt said of Darroch in 2022.
+    passages = [h.chunk.text for h in hits[: settings.number_passages]
+                if _about(terms, h.chunk.text)]
     missing = bool(missing_numbers(question, passages)) if settings.number_passages else False
     qrow = answerable_features(len(terms.stems), [_logit(h.score) for h in hits[:2]], feats,
                                logits, unknown, missing)
@@ -190,8 +193,18 @@ def answerable_features(words: int, passage_logits: Sequence[float], feats: np.n
                      float(np.log1p(words)), top[col["negation_mismatch"]],
                      top[col["passage_coverage"]], top[col["names_missing"]], top[col["bigrams"]],
                      top[col["context_rare_missing"]], top[col["question_negated"]],
-                     float(feats[order[:3], col["context_coverage"]].max())],
+                     float(feats[order[:3], col["context_coverage"]].max()),
+                     top[col["contradicts"]]],
                     dtype=np.float64)
+
+
+def _about(terms: Terms, text: str) -> bool:
+    """Whether a passage holds at least half the weight of the question's words that are not
+    numbers."""
+    words = [(s, w) for s, w in zip(terms.stems, terms.idf, strict=True) if not s[0].isdigit()]
+    total = sum(w for _, w in words)
+    stems = text_stems(text)
+    return total <= 0 or sum(w for s, w in words if s in stems) >= 0.5 * total
 
 
 def _logit(p: float) -> float:

@@ -200,7 +200,7 @@ SENTENCE_FEATURES = ("cosine", "cosine_gap", "coverage", "coverage_gap", "contex
                      "rare_missing", "novelty", "kind_match", "kind_asked", "negation_mismatch",
                      "passage", "passage_rank", "length", "first_in_passage",
                      "passage_coverage", "names_missing", "bigrams", "context_rare_missing",
-                     "question_negated")
+                     "question_negated", "contradicts")
 
 
 def sentence_features(terms: Terms, text: str, cosine: float, cosine_top: float,
@@ -225,7 +225,8 @@ def sentence_features(terms: Terms, text: str, cosine: float, cosine_top: float,
             _has_kind(text, terms), float(terms.kind != "other"), negation_mismatch,
             passage_score, 1.0 / passage_rank, float(np.log1p(len(text.split()))), float(first),
             terms.coverage(passage_stems), terms.names_missing(passage_stems),
-            terms.bigram_share(context), terms.rare_missing(around), float(terms.negated)]
+            terms.bigram_share(context), terms.rare_missing(around), float(terms.negated),
+            float(contradicts(terms, text))]
 
 
 ANSWERABLE_FEATURES = ("top_sentence", "sentence_margin", "top_passage", "passage_margin",
@@ -233,7 +234,7 @@ ANSWERABLE_FEATURES = ("top_sentence", "sentence_margin", "top_passage", "passag
                        "kind_match", "kind_asked", "unknown_share", "missing_numbers",
                        "question_words", "negation_mismatch", "passage_coverage",
                        "names_missing", "bigrams", "context_rare_missing", "question_negated",
-                       "top3_coverage")
+                       "top3_coverage", "contradicts")
 
 
 def sigmoid(x: np.ndarray | float) -> np.ndarray:
