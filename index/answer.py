@@ -1,16 +1,29 @@
 """From ranked passages to an Answer: the sentences that answer, numbered verbatim citations,
-near-duplicate passages grouped as "also in"."""
+near-duplicate passages grouped as "also in".
+
+Which sentences answer, and whether any does, is decided by the learned scorers of
+answer_model (fitted on SQuAD training questions by training/train_answer_model.py).
+"""
 
 from __future__ import annotations
 
 import functools
 import re
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from .answer_model import (
+    SENTENCE_FEATURES,
+    AnswerModel,
+    Terms,
+    load_model,
+    question_terms,
+    sentence_features,
+    sigmoid,
+    text_stems,
+)
 from .chunk import answer_units
 from .lexical import Lexical, tokenize
 from .records import Answer, Citation, Hit, Source
@@ -23,17 +36,31 @@ _WORDS = re.compile(r"\w+")
 
 @dataclass(frozen=True)
 class AnswerSettings:
-    """Thresholds and sizes of an answer."""
+    """Thresholds and sizes of an answer.
+
+    Args:
+        min_score: answer only when the learned answerability reaches this probability; the
+            training script calibrates the model so that 0.5 keeps false refusals rare.
+        min_cosine: refuse when no sentence comes this close to the question (off the topic).
+        answer_gap: a second answer sentence joins the first when its score (a logit) is
+            within this of the first's.
+        contradiction_penalty: taken off the score of a sentence that negates or swaps the
+            question's words (answer_model.contradicts), so it is neither answer nor citation
+            unless nothing else comes close.
+    """
 
     min_score: float = setting(0.5, min=-1, max=1)
+    min_cosine: float = setting(0.25, min=-1, max=1)
     max_citations: int = setting(5, min=1, max=100)
     more_citations: int = setting(5, max=100)
-    passages: int = setting(20, min=1, max=1000)
+    passages: int = setting(10, min=1, max=1000)
     answer_sentences: int = setting(2, min=1, max=100)
+    answer_gap: float = setting(1.0, max=100)
+    contradiction_penalty: float = setting(2.0, max=100)
     duplicate_overlap: float = setting(0.5, max=1)
     duplicate_similarity: float = setting(0.85, max=1)
     quote_similarity: float = setting(0.5, max=1)
-    max_unknown: float = 0.55
+    max_unknown: float = setting(0.55, max=100)
     number_passages: int = setting(10, max=1000)
 
 
@@ -43,6 +70,8 @@ class _Sentence:
     start: int  # offsets in the source's text
     end: int
     text: str
+    context: str = ""  # the sentence with its neighbours in the passage
+    first: bool = False  # the passage's first sentence
     score: float = 0.0
 
 
@@ -61,34 +90,127 @@ def build_answer(question: str, hits: list[Hit], qvec: np.ndarray,
                  stored: Mapping[int, ChunkSentences],
                  settings: AnswerSettings = AnswerSettings(),
                  encode: Callable[[list[str]], np.ndarray] | None = None,
-                 lexical: Lexical | None = None) -> Answer:
+                 lexical: Lexical | None = None, model: AnswerModel | None = None) -> Answer:
     """Pick answer sentences from the top passages and cite them, or say nothing answers.
 
     Args:
         stored: the index's sentences of the hits' chunks, by chunk id; a chunk missing from
             it has its sentences embedded with encode (or is skipped without one).
-        lexical: the index's BM25 model, whose word counts tell which question words the
-            sources never use; without it that test is skipped.
+        lexical: the index's BM25 model: its word counts weigh the question's words and tell
+            which ones the sources never use; without it every word weighs the same.
+        model: the learned scorers (the committed answer_model.json when None).
     """
-    keywords = tuple(dict.fromkeys(tokenize(question)))
-    sentences, vecs = _candidate_sentences(hits[: settings.passages], stored, encode)
-    if not sentences:
+    model = model or load_model()
+    terms = question_terms(question, lexical)
+    keywords = terms.stems
+    read = read_sentences(question, hits[: settings.passages], qvec, stored, encode, lexical,
+                          settings, model, terms)
+    if read is None:
         return Answer(question=question, answered=False, answer=NOT_FOUND, keywords=keywords)
-    wants = _answer_type(question)
-    _score(sentences, qvec, vecs, keywords, wants)
-    best = max(s.score for s in sentences)
-    unknown = unknown_share(keywords, lexical) if lexical is not None else 0.0
-    best_passages = [h.chunk.text for h in hits[: settings.number_passages]]
-    missing = missing_numbers(question, best_passages) if settings.number_passages > 0 else []
-    if best < settings.min_score or unknown >= settings.max_unknown or missing:
+    sentences, vecs, p = read.sentences, read.vectors, read.answerable
+    if p < settings.min_score or read.cosine < settings.min_cosine or \
+            read.unknown >= settings.max_unknown or read.missing:
         return Answer(question=question, answered=False, answer=NOT_FOUND,
-                      keywords=keywords, score=best)
-    citations = _citations(sentences, vecs, settings, people=wants == "who")
-    shown = citations[: settings.max_citations]
-    more = citations[settings.max_citations: settings.max_citations + settings.more_citations]
+                      keywords=keywords, score=p)
+    cite_within = model.cite_within if model is not None else 0.1
+    shown, more = _citations(sentences, vecs, settings, cite_within)
     answer = _answer_text(sentences, settings)
     return Answer(question=question, answered=True, answer=answer, citations=tuple(shown),
-                  keywords=keywords, score=best, more=tuple(more))
+                  keywords=keywords, score=p, more=tuple(more))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The candidate sentences of an answer, scored, and how answerable the question looks."""
+
+    sentences: list[_Sentence]
+    vectors: np.ndarray
+    features: np.ndarray  # one row of SENTENCE_FEATURES per sentence
+    question: np.ndarray  # the ANSWERABLE_FEATURES row
+    answerable: float  # the answerable head's probability (1.0 without a model)
+    cosine: float  # the best sentence cosine: nothing close at all is off the topic
+    unknown: float  # unknown_share of the question's words
+    missing: bool  # a number of the question that none of the best passages holds
+
+
+def read_sentences(question: str, hits: list[Hit], qvec: np.ndarray,
+                   stored: Mapping[int, ChunkSentences],
+                   encode: Callable[[list[str]], np.ndarray] | None, lexical: Lexical | None,
+                   settings: AnswerSettings, model: AnswerModel | None,
+                   terms: Terms | None = None) -> Reading | None:
+    """Score every quotable sentence of the hits and the question's answerability (None when
+    the hits hold no sentence)."""
+    terms = terms or question_terms(question, lexical)
+    sentences, vecs = _candidate_sentences(hits, stored, encode)
+    if not sentences:
+        return None
+    cos = vecs @ qvec.astype(np.float32)
+    covs = [terms.coverage(text_stems(s.text)) for s in sentences]
+    cos_top, cov_top = float(cos.max()), max(covs)
+    feats = np.array([sentence_features(terms, s.text, float(c), cos_top, s.context,
+                                        s.hit.chunk.text, _logit(s.hit.score), s.hit.rank,
+                                        s.first, cov_top)
+                      for s, c in zip(sentences, cos, strict=True)], dtype=np.float64)
+    if model is not None:
+        logits = model.sentence.logits(feats)
+    else:
+        logits = cos.astype(np.float64)
+    col_contradicts = SENTENCE_FEATURES.index("contradicts")
+    for s, score, f in zip(sentences, logits, feats, strict=True):
+        s.score = float(score)
+        if settings.contradiction_penalty and f[col_contradicts]:
+            s.score -= settings.contradiction_penalty
+    unknown = unknown_share(terms.stems, lexical) if lexical is not None else 0.0
+    # Only passages about the rest of the question count: a note on owls in 2022 does not
+    # say what Hunt said of Darroch in 2022.
+    passages = [h.chunk.text for h in hits[: settings.number_passages]
+                if _about(terms, h.chunk.text)]
+    missing = bool(missing_numbers(question, passages)) if settings.number_passages else False
+    qrow = answerable_features(len(terms.stems), [_logit(h.score) for h in hits[:2]], feats,
+                               logits, unknown, missing)
+    p = float(sigmoid(model.answerable.logits(qrow))[0]) if model is not None else 1.0
+    return Reading(sentences, vecs, feats, qrow, p, cos_top, unknown, missing)
+
+
+def answerable_features(words: int, passage_logits: Sequence[float], feats: np.ndarray,
+                        logits: np.ndarray, unknown: float, missing: bool) -> np.ndarray:
+    """The ANSWERABLE_FEATURES row: how well the best sentences fit the question.
+
+    Args:
+        words: how many distinct stems the question has.
+        passage_logits: the passage scorer's logits of the best two passages.
+        feats, logits: the sentences' features and the sentence scorer's logits.
+    """
+    col = {n: i for i, n in enumerate(SENTENCE_FEATURES)}
+    order = np.argsort(-logits, kind="stable")
+    top = feats[order[0]]
+    second = float(logits[order[1]]) if len(order) > 1 else float(logits[order[0]]) - 5.0
+    margin = passage_logits[0] - passage_logits[1] if len(passage_logits) > 1 else 5.0
+    return np.array([float(logits[order[0]]), float(logits[order[0]]) - second,
+                     passage_logits[0] if len(passage_logits) else 0.0, margin,
+                     float(feats[:, col["cosine"]].max()), top[col["coverage"]],
+                     top[col["rare_missing"]], top[col["context_coverage"]],
+                     top[col["kind_match"]], top[col["kind_asked"]], unknown, float(missing),
+                     float(np.log1p(words)), top[col["negation_mismatch"]],
+                     top[col["passage_coverage"]], top[col["names_missing"]], top[col["bigrams"]],
+                     top[col["context_rare_missing"]], top[col["question_negated"]],
+                     float(feats[order[:3], col["context_coverage"]].max()),
+                     top[col["contradicts"]]],
+                    dtype=np.float64)
+
+
+def _about(terms: Terms, text: str) -> bool:
+    """Whether a passage holds at least half the weight of the question's words that are not
+    numbers."""
+    words = [(s, w) for s, w in zip(terms.stems, terms.idf, strict=True) if not s[0].isdigit()]
+    total = sum(w for _, w in words)
+    stems = text_stems(text)
+    return total <= 0 or sum(w for s, w in words if s in stems) >= 0.5 * total
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
 
 
 def unknown_share(stems: Sequence[str], lexical: Lexical) -> float:
@@ -142,106 +264,27 @@ def _candidate_sentences(hits: list[Hit], stored: Mapping[int, ChunkSentences],
             spans = tuple((c.start + a, c.start + b) for a, b in answer_units(c.text))
             got = ChunkSentences(spans, encode([c.text[a - c.start:b - c.start]
                                                 for a, b in spans]))
-        for (a, b), vec in zip(got.spans, got.vectors, strict=True):
+        # Slices of the chunk, which is itself a slice of the source: verbatim by construction.
+        texts = [c.text[a - c.start:b - c.start] for a, b in got.spans]
+        for j, ((a, b), vec) in enumerate(zip(got.spans, got.vectors, strict=True)):
             key = (c.source_id, a)
             if key in seen:
                 continue
             seen.add(key)
-            # A slice of the chunk, which is itself a slice of the source: verbatim by
-            # construction.
-            out.append(_Sentence(hit, a, b, c.text[a - c.start:b - c.start]))
+            out.append(_Sentence(hit, a, b, texts[j], context=" ".join(texts[max(0, j - 1):j + 2]),
+                                 first=j == 0))
             rows.append(vec)
     if not rows:
         return out, np.zeros((0, 1), dtype=np.float32)
     return out, np.stack(rows).astype(np.float32, copy=False)
 
 
-def _score(sentences: list[_Sentence], qvec: np.ndarray, vecs: np.ndarray,
-           keywords: tuple[str, ...], wants: str | None) -> None:
-    cos = vecs @ qvec.astype(np.float32)
-    keys = set(keywords)
-    for s, c in zip(sentences, cos, strict=True):
-        overlap = len(keys & set(tokenize(s.text))) / len(keys) if keys else 0.0
-        s.score = float(0.6 * c + 0.25 * overlap + 0.15 * s.hit.score)
-        if wants:
-            s.score += _type_bonus(s.text, wants, keys)
-
-
-_TYPES = [
-    ("who", re.compile(r"^\s*(who|whom|whose)\b|\bwhich (people|person|politicians?|"
-                       r"officials?|leaders?)\b", re.I)),
-    ("number", re.compile(r"^\s*how (old|many|much|long|far|big|large)\b", re.I)),
-    ("time", re.compile(r"^\s*(when|what (year|date|day|time))\b", re.I)),
-]
-_NUMBER = re.compile(r"\b\d[\d,.]*\b|\b(one|two|three|four|five|six|seven|eight|nine|ten|"
-                     r"dozen|hundred|thousand|million|billion)\b", re.I)
-_TIME = re.compile(r"\b(1[6-9]\d\d|20\d\d|monday|tuesday|wednesday|thursday|friday|"
-                   r"saturday|sunday|january|february|march|april|may|june|july|august|"
-                   r"september|october|november|december|yesterday|today|tomorrow|week|month|"
-                   r"year|century|decade)s?\b", re.I)
-_CAPITAL = re.compile(r"\b[A-Z][a-z]+\b")
-_AFTER_PLACE = re.compile(r"\b(in|on|at|into|across|near|from)\s+$")
-# Capitalised words that are seldom people: calendar words, places, institutions, sentence
-# openers. A cheap stand-in for named-entity recognition that needs no second model.
-_NOT_NAMES = frozenset(tokenize(
-    "Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April "
-    "June July August September October November December Britain British America American "
-    "United States Kingdom House White Office Foreign Party Commons Parliament Government "
-    "Embassy Twitter Washington London Europe European Union Minister Prime President "
-    "Secretary Ambassador Sir Mr Mrs Ms Dr Following Amid During After Before Since While "
-    "Although However Perhaps Meanwhile Responding Addressing Praising Employing Covering "
-    "Questions Extracts Memos Trade Labour Conservative Opposition Head Senior Former Ex "
-    "Department State Street News Times Daily Sunday Mail"))
-
-
-def _answer_type(question: str) -> str | None:
-    return next((name for name, rx in _TYPES if rx.search(question)), None)
-
-
-def _type_bonus(text: str, wants: str, question_keys: set[str]) -> float:
-    """Reward a sentence that holds the kind of thing asked for: a name, a number, a date."""
-    if wants != "who":
-        return 0.05 if (_NUMBER if wants == "number" else _TIME).search(text) else 0.0
-    names = _names(text)
-    bonus = 0.05 if set(names) - question_keys else -0.05
-    # "Darroch said ..." tells what Darroch did, not who acted on him.
-    return bonus - (0.03 if names and names[0] in question_keys else 0.0)
-
-
-def _names(text: str) -> list[str]:
-    """Stems of the words of a sentence that may name people, in order: the last word of each
-    run of capitalised words ("Kim Darroch" is darroch, "Theresa May" is may).
-
-    A word right after "in", "on", "at"... is a place more often than a person ("a strike on
-    Iran", "in Washington"), unless it owns something ("in May's government").
-    """
-    return list(_name_stems(text))
-
-
-@functools.lru_cache(maxsize=4096)
-def _name_stems(text: str) -> tuple[str, ...]:
-    # Cached: a "who" question reads each sentence's names to score it and again to order it.
-    out: list[str] = []
-    run_end = -1
-    for m in _CAPITAL.finditer(text):
-        stems = tokenize(m.group())
-        if not stems or stems[0] in _NOT_NAMES:
-            continue
-        if _AFTER_PLACE.search(text, 0, m.start()) and not text.startswith("'s", m.end()):
-            continue
-        if out and text[run_end:m.start()] == " ":
-            out[-1] = stems[0]  # the same name, continued
-        else:
-            out.append(stems[0])
-        run_end = m.end()
-    return tuple(out)
-
-
 def _answer_text(sentences: list[_Sentence], settings: AnswerSettings) -> str:
     ranked = sorted(sentences, key=lambda s: -s.score)
     picked: list[_Sentence] = [ranked[0]]
     for s in ranked[1:]:
-        if len(picked) >= settings.answer_sentences or s.score < ranked[0].score - 0.05:
+        if len(picked) >= settings.answer_sentences or \
+                s.score < ranked[0].score - settings.answer_gap:
             break
         if all(_overlap(s.text, p.text) < settings.duplicate_overlap for p in picked):
             picked.append(s)
@@ -249,18 +292,20 @@ def _answer_text(sentences: list[_Sentence], settings: AnswerSettings) -> str:
 
 
 def _citations(sentences: list[_Sentence], vecs: np.ndarray, settings: AnswerSettings,
-               people: bool = False) -> list[Citation]:
-    """Distinct, diverse sentences, best first; near-duplicates in other sources grouped.
+               cite_within: float) -> tuple[list[Citation], list[Citation]]:
+    """The citations shown, and those behind "more": sentences that state the answer,
+    distinct and diverse, best first; near-duplicates in other sources grouped.
 
-    For a "who" question, close runners-up that name someone not yet cited come first
-    (_people_first): MMR would push away the other people who did the same thing, since
-    their sentences are alike.
+    Only sentences scored within cite_within of the best are shown (the rest go behind
+    "more"): a sentence that mentions the question's words without saying the answer scores
+    low, so fewer, right citations beat five with two wrong.
     """
     sims = vecs @ vecs.T
-    order = _people_first(sentences) if people else _diverse(sentences, sims)
+    order = _diverse(sentences, sims)
+    floor = max(s.score for s in sentences) - cite_within
     # Only the first groups are ever shown; later sentences still join them as "also in".
-    limit = settings.max_citations + settings.more_citations
     groups: list[tuple[int, list[Source]]] = []
+    shown = 0
     per_chunk: dict[int | None, int] = {}
     for i in order:
         s = sentences[i]
@@ -272,42 +317,19 @@ def _citations(sentences: list[_Sentence], vecs: np.ndarray, settings: AnswerSet
                     also.append(s.hit.source)
                 break
         else:
-            if len(groups) < limit and per_chunk.get(s.hit.chunk.id, 0) < 2:
+            supports = s.score >= floor
+            room = shown < settings.max_citations if supports else \
+                len(groups) - shown < settings.more_citations
+            if room and per_chunk.get(s.hit.chunk.id, 0) < 2:
                 per_chunk[s.hit.chunk.id] = per_chunk.get(s.hit.chunk.id, 0) + 1
                 groups.append((i, []))
-    return [Citation(n=n, quote=s.text, source=s.hit.source, start=s.start, end=s.end,
-                     score=round(s.score, 4), also_in=tuple(also))
-            for n, (s, also) in enumerate(((sentences[j], a) for j, a in groups), 1)]
-
-
-# For "who": a sentence naming someone new moves up only if it scores within this much of the
-# best; a name in at least this share of the candidates is the story's subject, not an answer.
-_PEOPLE_GAP = 0.25
-_TOPIC_SHARE = 0.2
-
-
-def _people_first(sentences: list[_Sentence]) -> list[int]:
-    """The best sentence, then close runners-up that name someone not named yet, then the rest
-    by score.
-
-    "Who defended Darroch?" is answered by several people; citing each once beats citing
-    one of them thrice. Names the candidates share widely ("Darroch", "Trump" in a story
-    about both) are who the story is about, so they do not make a sentence new.
-    """
-    order = sorted(range(len(sentences)), key=lambda i: -sentences[i].score)
-    names = [set(_names(s.text)) for s in sentences]
-    counts = Counter(n for found in names for n in found)
-    common = {n for n, c in counts.items() if c >= max(3, _TOPIC_SHARE * len(sentences))}
-    lead, floor = order[0], sentences[order[0]].score - _PEOPLE_GAP
-    named = names[lead] | common
-    fresh, rest = [], []
-    for i in order[1:]:
-        if sentences[i].score >= floor and names[i] - named:
-            fresh.append(i)
-            named |= names[i]
-        else:
-            rest.append(i)
-    return [lead, *fresh, *rest]
+                shown += supports
+    # Supporting sentences are shown; the others only behind "more".
+    groups.sort(key=lambda g: sentences[g[0]].score < floor)
+    cited = [Citation(n=n, quote=s.text, source=s.hit.source, start=s.start, end=s.end,
+                      score=round(s.score, 4), also_in=tuple(also))
+             for n, (s, also) in enumerate(((sentences[j], a) for j, a in groups), 1)]
+    return cited[:shown], cited[shown:]
 
 
 def _same_report(a: str, b: str, similarity: float, settings: AnswerSettings) -> bool:

@@ -2,11 +2,17 @@
 
 After "what did Trump call Darroch?", "how old is he?" on its own finds nothing about
 Darroch. A question is a follow-up when it refers back (he, she, they, it, this, that ...),
-starts elliptically ("and ...", "what about ..."), or is a few words with no name in it. Its
-retrieval query is then the question plus the names the conversation is about: those of the
-latest earlier question that had any (inherited through earlier follow-ups), then the first
-names of that question's answer. Names are capitalised words, or words of the question that
-the answer spells capitalised, because people type "what did trump call darroch?".
+starts elliptically ("and ...", "what about ..."), or is a few words with no name in it.
+
+A pronoun is resolved against both the earlier question and its answer: "he" or "she" after a
+"who" question is the person its answer names ("who chaired the inquiry?" "Lord Smith ..."
+"what did he conclude?" asks what Lord Smith concluded); "they" or "them" is the plural thing
+the earlier question was about ("which paper printed the memos?" "when were they written?"
+asks when the memos were written). The pronoun is replaced by what it stands for, and the
+names the conversation is about are added: those of the latest earlier question that had any
+(inherited through earlier follow-ups), then the first names of that question's answer. Names
+are capitalised words, or words of the question that the answer spells capitalised, because
+people type "what did trump call darroch?".
 
 `ConversationStore` keeps each conversation's last few turns under a key the caller makes
 (the bot uses (user, channel), so users never share one) and forgets it after a quiet spell.
@@ -40,6 +46,12 @@ _WHAT_ABOUT = re.compile(r"^\s*(?:and\s+|but\s+)?(what|how)\s+about\s+(?P<rest>.
                          re.I)
 _WHO = re.compile(r"^\s*(?:and\s+|but\s+)?(who|whom|whose|which (?:people|person|\w+ers?)\b)",
                   re.I)
+_PERSON = re.compile(r"\b(he|she|him|her|his|hers)\b", re.I)
+_PLURAL = re.compile(r"\b(they|them|their|theirs)\b", re.I)
+# "the leaked cables", "these memos", "Darroch's emails": a plural thing a later "they" stands
+# for.
+_PLURAL_THING = re.compile(r"\b(?:the|these|those|his|her|their|its|our|\w+['’]s)\s+"
+                           r"((?:[a-z][\w-]*\s+){0,2}[a-z][\w-]*[^s\W]s)\b", re.I)
 _SHORT = 3  # words: "how old?", "why though?", "where exactly?"
 # Capitalised words that are not what a conversation is about: question words, pronouns,
 # titles, weekdays. Kept small: anything else capitalised may be a name.
@@ -144,12 +156,48 @@ def resolve(question: str, context: Sequence[Turn | str]) -> tuple[str, tuple[st
         names = _dedupe(names_in(rest) + tuple(n for n in topic.names if n != subject))
         return query, names[:MAX_CARRIED]
     stripped = _ELLIPTIC.sub("", question, count=1).strip() or question
+    replaced = _replace_pronoun(stripped, topic)
+    if replaced is not None:
+        query, meant = replaced
+        extra = " ".join(n for n in carried if n.lower() not in query.lower())
+        names = _dedupe(own + (meant,) * (meant[:1].isupper()) + topic.names)[:MAX_CARRIED]
+        return (f"{query} {extra}" if extra else query), names
     if not (topic.names or topic.answer_names):
         # Nothing recognisably named ("what did the leak reveal?"): the earlier question's
         # own words are the best guess at the subject.
         return f"{stripped} {topic.query or topic.question}", own
     extra = " ".join(carried[:MAX_CARRIED])
     return (f"{stripped} {extra}" if extra else stripped), _dedupe(own + topic.names)[:MAX_CARRIED]
+
+
+def _replace_pronoun(question: str, topic: Turn) -> tuple[str, str] | None:
+    """The question with its pronoun replaced by what it stands for, and that; None when
+    the earlier turn offers nothing more specific than its names.
+
+    "he"/"she" after a "who" question: the person its answer names. "they"/"them": the plural
+    thing the earlier question was about, unless it named people and no thing.
+    """
+    person = _PERSON.search(question)
+    if person and topic.answer_names:
+        name = topic.answer_names[0]
+        word = person.group().lower()
+        text = f"{name}'s" if word in ("his", "hers") or \
+            (word == "her" and _possessive_her(question, person.end())) else name
+        return question[:person.start()] + text + question[person.end():], name
+    plural = _PLURAL.search(question)
+    thing = _PLURAL_THING.search(topic.query or topic.question)
+    if plural and thing:
+        text = thing.group(0)
+        if plural.group().lower() in ("their", "theirs"):
+            text += "'"
+        return question[:plural.start()] + text + question[plural.end():], thing.group(1)
+    return None
+
+
+def _possessive_her(text: str, end: int) -> bool:
+    """Whether "her" is followed by a noun ("her letter") rather than ending a phrase."""
+    after = _WORD.match(text, end + 1) if end < len(text) else None
+    return bool(after) and after.group().lower() not in _NOT_NAMES
 
 
 def follow_up_query(question: str, context: Sequence[Turn | str]) -> str:

@@ -141,6 +141,8 @@ class Outcome:
     top_snippet: str
     top_score: float | None
     answered: bool | None  # None when answers were not asked for
+    answer_hit: bool | None = None  # answered, and the answer or its first quote holds one
+
 
     @property
     def first_hit(self) -> int | None:
@@ -202,6 +204,21 @@ class EvalReport:
         asked = [o for o in group if o.answered is not None]
         return _mean([not o.answered for o in asked])
 
+    def answer_hit_rate(self) -> float | None:
+        """Share of answerable questions answered with an answer string in the answer text or
+        the first citation (score_refusals.py's rule); None without answers."""
+        asked = [o for o in self.answerable if o.answer_hit is not None]
+        return _mean([bool(o.answer_hit) for o in asked])
+
+    def accuracy(self) -> float | None:
+        """(answerable answered with the answer + unanswerable refused) / all questions, as
+        score_refusals.py counts it; None without answers."""
+        asked = [o for o in self.outcomes if o.answered is not None]
+        if not asked:
+            return None
+        return _mean([bool(o.answer_hit) if o.question.answerable else not o.answered
+                      for o in asked])
+
     def top1_auroc(self) -> float | None:
         """How well the top-1 score separates answerable from unanswerable (score.py's)."""
         pos = [o.top_score for o in self.answerable if o.top_score is not None]
@@ -222,6 +239,8 @@ class EvalReport:
         out["recall_curve"] = [round(x, 4) for x in self.curve(max(self.k, CURVE_DEPTH))]
         out["refusal_rate_unanswerable"] = r4(self.refusal_rate(False))
         out["false_refusal_rate"] = r4(self.refusal_rate(True))
+        out["answer_hit"] = r4(self.answer_hit_rate())
+        out["accuracy"] = r4(self.accuracy())
         out["top1_score_auroc"] = r4(self.top1_auroc())
         out["missed"] = [{"id": o.question.id, "query": o.question.query,
                           "first_hit_rank": o.first_hit, "top_source": o.top_source,
@@ -245,6 +264,17 @@ def _snippet(text: str) -> str:
     return text if len(text) <= SNIPPET else text[:SNIPPET - 1].rstrip() + "…"
 
 
+def holds_answer(question: Question, answer: Answer) -> bool:
+    """Whether an answer was given and its text or first citation's quote holds one of the
+    question's answers (score_refusals.py's answer hit)."""
+    if not answer.answered:
+        return False
+    texts = [norm(answer.answer)]
+    if answer.citations:
+        texts.append(norm(min(answer.citations, key=lambda c: c.n).quote))
+    return any(a in t for a in (norm(x) for x in question.answers) if a for t in texts)
+
+
 def evaluate(questions: Sequence[Question], search_many: SearchMany, ask: Ask | None = None,
              *, k: int = 10) -> EvalReport:
     """Search every question (and ask it, when ask is given) and judge the passages.
@@ -262,7 +292,7 @@ def evaluate(questions: Sequence[Question], search_many: SearchMany, ask: Ask | 
     for q, hits in zip(questions, hits_per, strict=True):
         ranked = sorted(hits, key=lambda h: h.rank)[:depth]
         top = ranked[0] if ranked else None
-        answered = ask(q.query).answered if ask else None
+        answer = ask(q.query) if ask else None
         outcomes.append(Outcome(
             question=q,
             hit_ranks=tuple(i for i, h in enumerate(ranked, 1)
@@ -270,5 +300,6 @@ def evaluate(questions: Sequence[Question], search_many: SearchMany, ask: Ask | 
             top_source=(top.source.path or top.source.url or top.source.title) if top else None,
             top_snippet=_snippet(top.chunk.text) if top else "",
             top_score=round(float(top.score), 4) if top else None,  # as search --json
-            answered=answered))
+            answered=answer.answered if answer else None,
+            answer_hit=holds_answer(q, answer) if answer else None))
     return EvalReport(k=k, outcomes=tuple(outcomes))

@@ -1,4 +1,5 @@
-"""Hybrid retrieval: dense (FAISS) and lexical (BM25) candidates, fused into one ranking."""
+"""Hybrid retrieval: dense (FAISS) and lexical (BM25) candidates, fused into one ranking, the
+best of them re-ranked by the learned passage scorer (answer_model)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .records import Hit
+from .answer_model import (
+    AnswerModel,
+    Terms,
+    load_model,
+    passage_features,
+    passage_matrix,
+    question_terms,
+)
+from .records import Chunk, Hit
 from .settings import setting
 from .store import ChunkSentences, Snapshot
 
@@ -21,73 +30,132 @@ class RetrievalSettings:
         sentence_weight: weight of the best single sentence's cosine: a passage that holds one
             sentence close to the question beats one that is vaguely about it throughout.
         correct_spelling: search misspelt question words as the indexed word one edit away.
+        rerank: how many of the best fused candidates the learned passage scorer re-orders
+            (0: the fused order as it is).
     """
 
     candidates: int = setting(50, min=1, max=10_000)
     dense_weight: float = setting(0.6, max=1)
-    sentence_weight: float = 0.7
+    sentence_weight: float = setting(0.7, max=10)
     correct_spelling: bool = True
+    rerank: int = setting(30, max=1000)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """A query's candidate passages in fused order, with what ranking them read."""
+
+    chunks: list[Chunk]
+    dense: np.ndarray
+    lexical: np.ndarray
+    fused: np.ndarray
+    stored: dict[int, ChunkSentences]
+    features: np.ndarray  # one row of answer_model.PASSAGE_FEATURES per chunk
+    terms: Terms
 
 
 def hybrid_search(snap: Snapshot, query: str, qvec: np.ndarray, k: int,
                   settings: RetrievalSettings = RetrievalSettings()) -> list[Hit]:
-    """The k best chunks for a query: a weighted sum of chunk cosine, BM25 (scaled to the best
-    candidate's) and the best sentence's cosine."""
-    return _ranked(snap, query, qvec, k, settings)[0]
+    """The k best chunks for a query: the fused candidates, re-ranked by the passage scorer."""
+    return search_with_sentences(snap, query, qvec, k, settings)[0]
 
 
 def search_with_sentences(snap: Snapshot, query: str, qvec: np.ndarray, k: int,
-                          settings: RetrievalSettings = RetrievalSettings()
+                          settings: RetrievalSettings = RetrievalSettings(),
+                          model: AnswerModel | None = None
                           ) -> tuple[list[Hit], dict[int, ChunkSentences]]:
     """hybrid_search, and the stored sentences of the hits' chunks, by chunk id: ranking has
     read them already, so answering does not read them again."""
-    hits, stored = _ranked(snap, query, qvec, k, settings)
+    model = model or (load_model() if settings.rerank else None)
+    cands = candidates(snap, query, qvec, max(k, settings.rerank), settings)
+    if cands is None:
+        return [], {}
+    learned = model.passage.logits(cands.features) if model is not None else None
+    hits = ranked_hits(snap, cands, learned, k)
     ids = [h.chunk.id for h in hits if h.chunk.id is not None]
-    missing = [i for i in ids if i not in stored]  # none unless sentence_weight is 0
+    missing = [i for i in ids if i not in cands.stored]
     if missing:
-        stored.update(snap.sentences(missing))
-    return hits, {i: stored[i] for i in ids}
+        cands.stored.update(snap.sentences(missing))
+    return hits, {i: cands.stored[i] for i in ids}
 
 
-def _ranked(snap: Snapshot, query: str, qvec: np.ndarray, k: int, settings: RetrievalSettings
-            ) -> tuple[list[Hit], dict[int, ChunkSentences]]:
-    """The hits, and the sentences read for ranking them (all candidates', or none)."""
-    if k <= 0:
-        return [], {}
+def candidates(snap: Snapshot, query: str, qvec: np.ndarray, depth: int,
+               settings: RetrievalSettings = RetrievalSettings()) -> Candidates | None:
+    """The `depth` best candidates by the fused score, with their passage features (None for
+    an empty index)."""
+    if depth <= 0:
+        return None
     qvec = qvec.astype(np.float32)
-    found = _candidates(snap, query, qvec, max(settings.candidates, k))
+    found = _gather(snap, query, qvec, max(settings.candidates, depth))
     if found is None:
-        return [], {}
+        return None
     ids, dense, lex = found
     top = float(lex.max()) if len(lex) else 0.0
     lex_norm = lex / top if top > 0 else np.zeros_like(lex)
     w = settings.dense_weight
     fused = w * dense + (1.0 - w) * lex_norm
     stored: dict[int, ChunkSentences] = {}
-    if settings.sentence_weight:
+    best = np.zeros(len(ids), dtype=np.float32)
+    if settings.sentence_weight or settings.rerank:
         stored = snap.sentences(ids.tolist())
-        fused = fused + settings.sentence_weight * _best_sentence(stored, ids, qvec)
-    order = np.argsort(-fused, kind="stable")[:k]
-    chunks = snap.chunks([int(ids[i]) for i in order])
+        best = _best_sentence(stored, ids, qvec)
+        fused = fused + settings.sentence_weight * best
+    order = np.argsort(-fused, kind="stable")[:depth]
+    by_id = snap.chunks([int(ids[i]) for i in order])
+    chunks = [by_id[int(ids[i])] for i in order]
+    terms = question_terms(query, snap.lexical)
+    feats = []
+    if settings.rerank:
+        dense_top, best_top = float(dense[order].max()), float(best[order].max())
+        for rank, (i, c) in enumerate(zip(order, chunks, strict=True), 1):
+            got = stored.get(int(ids[i]))
+            cos = got.vectors @ qvec if got is not None and len(got.spans) else np.zeros(0)
+            texts = [c.text[a - c.start:b - c.start] for a, b in got.spans] if got else []
+            feats.append(passage_features(terms, c.text, float(dense[i]), dense_top,
+                                          float(lex_norm[i]), cos, texts, best_top, rank))
+    return Candidates(chunks, dense[order], lex_norm[order], fused[order], stored,
+                      passage_matrix(feats), terms)
+
+
+def ranked_hits(snap: Snapshot, cands: Candidates, learned: np.ndarray | None,
+                k: int) -> list[Hit]:
+    """The k best candidates as hits: by the learned score when given (its probability is
+    the hit's score), else by the fused score."""
+    if learned is None:
+        order, scores = np.arange(len(cands.chunks)), cands.fused
+    else:
+        order = np.argsort(-learned, kind="stable")
+        scores = 1.0 / (1.0 + np.exp(-learned))
     # A store that searches itself reads only the hits' sources; the local one holds them all.
-    sources = snap.sources({c.source_id for c in chunks.values()}) \
+    sources = snap.sources({c.source_id for c in cands.chunks}) \
         if hasattr(snap, "candidates") else snap.sources()
     hits = []
-    for rank, i in enumerate(order, 1):
-        chunk = chunks[int(ids[i])]
-        hits.append(Hit(rank=rank, score=float(fused[i]), chunk=chunk,
-                        source=sources[chunk.source_id], dense=float(dense[i]),
-                        lexical=float(lex_norm[i])))
-    return hits, stored
+    for rank, i in enumerate(order[:k], 1):
+        chunk = cands.chunks[int(i)]
+        hits.append(Hit(rank=rank, score=float(scores[i]), chunk=chunk,
+                        source=sources[chunk.source_id], dense=float(cands.dense[i]),
+                        lexical=float(cands.lexical[i])))
+    return hits
 
 
-def _candidates(snap: Snapshot, query: str, qvec: np.ndarray, pool: int
+def _best_sentence(stored: dict[int, ChunkSentences], ids: np.ndarray,
+                   qvec: np.ndarray) -> np.ndarray:
+    """Each candidate's highest sentence cosine (0 when it has no sentence)."""
+    out = np.zeros(len(ids), dtype=np.float32)
+    for j, cid in enumerate(ids.tolist()):
+        got = stored.get(cid)
+        if got is not None and len(got.spans):
+            out[j] = float((got.vectors @ qvec).max())
+    return out
+
+
+def _gather(snap: Snapshot, query: str, qvec: np.ndarray, pool: int
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The union of the pool best chunks by cosine and by BM25: (ids, exact cosines, BM25
     scores), or None for an empty index.
 
     A store that searches itself (Milvus: milvus_generation.Generation.candidates) gathers
-    the same union in the engine; _ranked then fuses both the same way.
+    the same union in the engine; candidates() then fuses both the same way.
     """
     if hasattr(snap, "candidates"):
         got = snap.candidates(query, qvec, pool)

@@ -9,7 +9,6 @@ off-topic questions.
 from __future__ import annotations
 
 import json
-import random
 import re
 import unicodedata
 from dataclasses import replace
@@ -18,14 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.answer import (
-    _names,
-    _people_first,
-    _same_report,
-    _Sentence,
-    missing_numbers,
-    unknown_share,
-)
+from index.answer import _same_report, missing_numbers, unknown_share
 from index.lexical import Lexical, tokenize
 from index.library import Library
 
@@ -53,6 +45,18 @@ def calibration(kind: str, sets: tuple[str, ...] = ("seeds", "any")) -> list[dic
     return [q for q in jsonl(DATA / "calibration.jsonl") if q["kind"] == kind and q["set"] in sets]
 
 
+def made_of(text: str, sources: list[str]) -> bool:
+    """Whether text is pieces of the sources joined by single spaces (answer sentences)."""
+    i = 0
+    while i < len(text):
+        ends = [j for j in range(len(text), i, -1) if j == len(text) or text[j] == " "]
+        j = next((j for j in ends if any(text[i:j] in t for t in sources)), None)
+        if j is None:
+            return False
+        i = j + 1
+    return True
+
+
 def assert_verbatim(lib: Library, answer) -> int:
     """Every quote (shown and behind "more") is exactly its source's text at its offsets."""
     snap = lib.snapshot()
@@ -78,27 +82,7 @@ def test_every_seed_answer_quotes_its_sources_verbatim(seeds_library, seed_answe
     for a in seed_answers.values():
         if a.answered:
             # The answer text is made of source sentences too.
-            assert any(a.answer[:80] in t for t in texts), a.answer
-
-
-@pytest.mark.skipif(not (SHARED / "squad").exists(), reason="no ../shared/eval/squad here")
-def test_squad_sample_answers_quote_verbatim(embedder, tmp_path):
-    """Three SQuAD articles; their questions and others from the set, 50 in all."""
-    corpus = SHARED / "squad" / "corpus"
-    names = ["Amazon_rainforest.txt", "Construction.txt", "Sky_(United_Kingdom).txt"]
-    lib = Library(tmp_path / "index", embedder)
-    lib.update([str(corpus / n) for n in names])
-    rows = jsonl(SHARED / "squad" / "queries.jsonl")
-    own = [r for r in rows if r["source"] in names]
-    others = random.Random(5).sample([r for r in rows if r["source"] not in names], 50 - len(own))
-    answered = 0
-    for r in own + others:
-        a = lib.ask(r["query"])
-        assert_verbatim(lib, a)
-        answered += a.answered and r in own
-    # Quotes were checked on real answers: all the articles' own questions are answered but
-    # one, misspelt past correcting ("Who purhcased the remaining 4 pacakages ...").
-    assert answered >= len(own) - 1
+            assert made_of(a.answer, texts), a.answer
 
 
 def test_same_report_in_several_articles_is_one_citation(seed_answers):
@@ -123,35 +107,37 @@ def test_same_report_rule():
     assert _same_report(a, c, 0.9, s)  # nearly the same content
 
 
-def test_names_are_people_not_places_one_key_per_person():
-    assert _names("Britain's Prime Minister Theresa May had defended Kim Darroch.") == \
-        ["may", "darroch"]
-    assert _names("reports of confusion over a strike on Iran, Darroch said") == ["darroch"]
-    assert _names("Senior figures in May's government accused Boris Johnson") == \
-        ["may", "johnson"]
-
-
-def test_who_citations_lead_with_the_best_then_new_people_close_behind():
-    def sentence(text: str, score: float) -> _Sentence:
-        return _Sentence(hit=None, start=0, end=len(text), text=text, score=score)  # type: ignore[arg-type]
-
-    story = [sentence(f"Trump said Darroch was wrong, day {i}.", 0.70 - i / 100) for i in range(4)]
-    picks = [sentence("May defended Darroch.", 0.80),        # the best: always first
-             sentence("Hunt backed Darroch.", 0.60),          # a new person, close: moves up
-             sentence("Corbyn praised Darroch.", 0.50),       # a new person, too far behind
-             *story]                                          # Trump, in most: not "new"
-    order = [picks[i].text.split()[0] for i in _people_first(picks)]
-    assert order[:2] == ["May", "Hunt"]
-    assert order[2:6] == ["Trump"] * 4 and order[6] == "Corbyn"
-
-
-def test_who_defended_darroch_cites_defenders_before_the_story(seeds_library):
-    """The first four citations each name someone other than the story's two men (Trump's
-    "no longer deal with Darroch" is about Darroch, not a defence of him)."""
+def test_who_defended_darroch_cites_only_sentences_that_defend_him(seeds_library):
+    """The headline question: May, Hunt and Corbyn defended him; "Johnson's failure to stand
+    up for Darroch" and "Darroch defended the professionalism ... of the civil service" mention
+    the words but say something else, so they are not shown."""
     a = seeds_library.ask("who defended Darroch?")
-    assert len(a.citations) >= 4
-    for c in a.citations[:4]:
-        assert set(_names(c.quote)) - {"darroch", "trump"}, c.quote
+    assert a.answered and a.citations
+    quotes = " ".join(c.quote for c in a.citations)
+    assert "failure to stand up for" not in quotes
+    assert "defended the \"professionalism" not in quotes
+    assert any(name in quotes for name in ("May", "Hunt", "Corbyn"))
+
+
+def test_fewer_citations_are_shown_when_fewer_support():
+    """Only sentences scored close to the best are shown; the rest wait behind "more"."""
+    from index.answer import AnswerSettings, _citations, _Sentence
+    from index.records import Chunk, Hit, Source
+
+    src = Source(id="s", title="t")
+
+    def sentence(i: int, score: float) -> _Sentence:
+        chunk = Chunk(source_id="s", text="x", start=0, end=1, hash=str(i), id=i)
+        hit = Hit(rank=1, score=0.9, chunk=chunk, source=src)
+        return _Sentence(hit, 10 * i, 10 * i + 5, f"sentence number {i} says thing {i}",
+                         score=score)
+
+    sentences = [sentence(0, 3.0), sentence(1, 2.5), sentence(2, 0.2), sentence(3, -1.0)]
+    vecs = np.eye(4, dtype=np.float32)
+    shown, more = _citations(sentences, vecs, AnswerSettings(), cite_within=1.0)
+    assert [c.quote for c in shown] == [sentences[0].text, sentences[1].text]
+    assert [c.quote for c in more] == [sentences[2].text, sentences[3].text]
+    assert [c.n for c in shown + more] == [1, 2, 3, 4]
 
 
 def test_missing_numbers_are_those_no_passage_holds():
@@ -238,7 +224,7 @@ def test_answering_embeds_only_the_question(seeds_library):
     counting = Counting(seeds_library.embedder)
     lib = Library(seeds_library.index_dir, counting, seeds_library.settings)
     a = lib.ask("who defended Darroch?")
-    assert a.answered and len(a.citations) >= 3
+    assert a.answered and a.citations
     assert counting.calls == [1]
 
 

@@ -12,7 +12,7 @@ import pytest
 from bot.eval_render import render_eval
 from index.errors import BadQuestionFile
 from index.evaluate import Question, evaluate, load_questions, parse_question
-from index.records import Answer, Chunk, Hit, Source
+from index.records import Answer, Chunk, Citation, Hit, Source
 
 from .conftest import SEEDS, SHARED_EVAL, run_cli
 
@@ -115,6 +115,42 @@ def test_squad_sample_rule_on_constructed_results_equals_score_py(tmp_path):
     assert [o.first_hit for o in report.outcomes] == [3] * len(questions)
     assert_same_figures(report, score_py(DATA / "squad_sample.jsonl",
                                          rec.write(tmp_path / "r.jsonl"), 10))
+
+
+def test_squad2_file_as_it_is_gives_score_refusals_figures(tmp_path):
+    """The SQuAD 2.0 file, answerable and unanswerable mixed, reads as it is; eval's refusal
+    rates, answer hit and accuracy equal score_refusals.py's on the same replies."""
+    path = DATA.parent / "squad_sample" / "squad2.jsonl"
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    questions = load_questions(path)
+    assert {q.answerable for q in questions} == {True, False}
+
+    def ask(query: str) -> Answer:
+        # Every third question refused; the rest answered, right for every other one.
+        i = next(j for j, r in enumerate(rows) if r["query"] == query)
+        row = rows[i]
+        if i % 3 == 0:
+            return Answer(question=query, answered=False, answer="no")
+        right = row["answers"][0] if row["answers"] and i % 2 else "something else"
+        cite = Citation(n=1, quote=f"it was {right}.", source=Source(id="s", title="t"),
+                        start=0, end=5)
+        return Answer(question=query, answered=True, answer="An answer.", citations=(cite,))
+
+    replies = tmp_path / "ask.jsonl"
+    replies.write_text("".join(json.dumps({"id": r["id"], **ask(r["query"]).to_json()}) + "\n"
+                               for r in rows), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(DATA / "score_refusals.py"), str(path),
+                           str(replies)], capture_output=True, text=True, check=True)
+    ref = json.loads(done.stdout.strip().splitlines()[-1])
+    report = evaluate(questions, lambda queries, k: [[] for _ in queries], ask, k=10)
+    js = report.to_json()
+    assert js["accuracy"] == pytest.approx(ref["accuracy"], abs=1e-4)
+    assert js["refusal_rate_unanswerable"] == pytest.approx(ref["refusal_rate_unanswerable"],
+                                                            abs=1e-4)
+    assert js["false_refusal_rate"] == pytest.approx(ref["false_refusal_rate"], abs=1e-4)
+    assert js["answer_hit"] == pytest.approx(ref["answer_hit"], abs=1e-4)
+    text = render_eval(report)
+    assert "refusal rate, unanswerable" in text and f"{js['accuracy']:.2f}" in text
 
 
 def test_misses_and_refusal_rates_on_a_constructed_case():
