@@ -15,16 +15,6 @@ ME = "terminal"  # one person per terminal: the store's only conversation
 MAX_LINE_BYTES = 1_000_000  # far beyond any question's limit; a longer line is refused unread
 
 
-def check_question(text: str) -> str:
-    """text, or BadQuery when it cannot be a question: undecodable bytes (they arrive as lone
-    surrogates, from a terminal, a file or a JSON escape) would reach the tokenizer."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise BadQuery("the question is not valid UTF-8 text") from exc
-    return text
-
-
 def run_chat(lib: Library, *, json_mode: bool = False, store: ConversationStore | None = None,
              clock: Callable[[], float] = time.monotonic, stdin: TextIO | None = None) -> int:
     """Read questions line by line, answer each with the conversation so far as context.
@@ -47,7 +37,7 @@ def run_chat(lib: Library, *, json_mode: bool = False, store: ConversationStore 
         try:
             if refused:
                 raise refused
-            ans = lib.ask(check_question(line), context=store.context(ME, now))
+            ans = lib.ask(line, context=store.context(ME, now))
         except BadQuery as exc:
             if json_mode:
                 print(json_line({"question": line[:200], "error": str(exc)}), flush=True)
@@ -66,7 +56,7 @@ def _questions(stdin: TextIO, interactive: bool) -> Iterator[tuple[BadQuery | No
     """(None, line) for each line of stdin, (error, its start) for one too long to read.
 
     Typed lines come through input() (line editing); piped ones are read as bytes, at most
-    MAX_LINE_BYTES at a time, undecodable bytes kept as surrogates for check_question.
+    MAX_LINE_BYTES at a time, undecodable bytes kept as surrogates (the library refuses them).
     """
     raw = getattr(stdin, "buffer", None)
     if interactive or raw is None:

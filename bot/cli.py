@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -19,7 +18,6 @@ from .guard import Output, crash_report, guarded, log_to_stderr, one_line
 if TYPE_CHECKING:
     from .config import Config
 
-MAX_QUERY_FILE = 100_000_000  # bytes of a --queries/--questions file
 
 EPILOG = """examples:
   citebot ask "who defended Darroch?"
@@ -291,29 +289,13 @@ def cmd_watch(args) -> int:
 
 
 def _read_queries(path: str) -> list[dict]:
-    from index import read_bounded
+    from index import read_json_lines
 
-    try:  # a pipe is fine here (<(...)); a device or an endless pipe stops at the cap
-        data = read_bounded(path, MAX_QUERY_FILE, regular_only=False)
-        lines = data.decode("utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CitebotError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
-                           ) from exc
-    rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict) or not isinstance(row.get("query"), str):
-                raise ValueError
-        except ValueError as exc:  # RecursionError is not one: very deep JSON is caught too
-            raise CitebotError(f"{path} line {n}: expected a JSON object with a "
-                               f"\"query\" string") from exc
-        except RecursionError as exc:
-            raise CitebotError(f"{path} line {n}: JSON nested too deeply") from exc
-        rows.append(row)
-    return rows
+    rows = read_json_lines(path)
+    for n, row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("query"), str):
+            raise CitebotError(f"{path} line {n}: expected a JSON object with a \"query\" string")
+    return [row for _, row in rows]
 
 
 def _one_of(args, single: str | None, batch: str | None, what: str, flag: str) -> None:
@@ -331,20 +313,19 @@ def _batch(rows: list[dict], answer: Callable[[list[str]], list], show: Callable
     batched: answer all rows in one call (one embedding batch), going row by row only when
     a row is refused; else row by row, each shown as soon as it is answered.
     """
-    from .chat import check_question
     from .render import safe
 
     results = None
     if batched:
         try:
-            results = answer([check_question(r["query"]) for r in rows])
+            results = answer([r["query"] for r in rows])
         except BadQuery:
             pass
     failed = 0
     for n, row in enumerate(rows, 1):
         try:
             result = (results[n - 1] if results is not None
-                      else answer([check_question(row["query"])])[0])
+                      else answer([row["query"]])[0])
         except BadQuery as exc:
             failed += 1
             if json_errors:

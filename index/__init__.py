@@ -56,6 +56,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # sources, folders, conversations, evaluation
     "is_web_url": ("ingest", "is_web_url"),
     "read_bounded": ("ingest", "read_bounded"),
+    "read_json_lines": ("evaluate", "read_json_lines"),
     "path_within": ("library", "path_within"),
     "local_specs": ("watch", "local_specs"),
     "Watcher": ("watch", "Watcher"),

@@ -256,8 +256,5 @@ class ConversationStore:
         self.add(key, turn)
         return turn
 
-    def forget(self, key: Hashable) -> None:
-        self._turns.pop(key, None)
-
     def __len__(self) -> int:
         return len(self._turns)

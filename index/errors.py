@@ -82,7 +82,8 @@ class DiskFull(CitebotError):
 
 
 class BadQuestionFile(CitebotError):
-    """A labelled question file (for `citebot eval`) that is missing, malformed or unlabelled."""
+    """A question file (a batch, or labelled for `citebot eval`) that is missing, malformed or
+    unlabelled."""
 
     kind = "bad_question_file"
 

@@ -109,10 +109,11 @@ def parse_question(row: object, where: str) -> Question:
     return Question(qid, row["query"], answers, evidence, sources, answerable)
 
 
-def load_questions(path: str | Path) -> list[Question]:
-    """The labelled questions of a JSON-lines file."""
+def read_json_lines(path: str | Path) -> list[tuple[int, object]]:
+    """(line number, value) of every non-blank line of a JSON-lines file; BadQuestionFile
+    naming the line when one is not JSON. A pipe is fine; a device or an endless pipe named
+    as the file stops at MAX_FILE_BYTES."""
     try:
-        # Bounded while reading: a device or an endless pipe named as the file stops at the cap.
         lines = read_bounded(path, MAX_FILE_BYTES, regular_only=False).decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise BadQuestionFile(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") \
@@ -122,10 +123,17 @@ def load_questions(path: str | Path) -> list[Question]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            out.append((n, json.loads(line)))
         except ValueError as exc:
             raise BadQuestionFile(f"{path} line {n}: not valid JSON") from exc
-        out.append(parse_question(row, f"{path} line {n}"))
+        except RecursionError as exc:  # not a ValueError: very deep nesting
+            raise BadQuestionFile(f"{path} line {n}: JSON nested too deeply") from exc
+    return out
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    """The labelled questions of a JSON-lines file."""
+    out = [parse_question(row, f"{path} line {n}") for n, row in read_json_lines(path)]
     if not out:
         raise BadQuestionFile(f"{path} holds no questions")
     return out

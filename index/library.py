@@ -159,6 +159,10 @@ class Library:
     # -- answering -----------------------------------------------------------------------
 
     def _check_query(self, text: str) -> str:
+        try:  # undecodable bytes arrive as lone surrogates (argv, a file, a JSON escape)
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadQuery("the question is not valid UTF-8 text") from exc
         text = text.strip()
         if not text:
             raise BadQuery("the question is empty")

@@ -150,7 +150,7 @@ def _best_sentence(stored: dict[int, ChunkSentences], ids: np.ndarray,
 
 
 def _gather(snap: Snapshot, query: str, qvec: np.ndarray, pool: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The union of the pool best chunks by cosine and by BM25: (ids, exact cosines, BM25
     scores), or None for an empty index.
 
@@ -170,14 +170,3 @@ def _gather(snap: Snapshot, query: str, qvec: np.ndarray, pool: int
     ids = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids])).astype(np.int64)
     # Exact cosines for every candidate, whatever approximate index found them.
     return ids, snap.embeddings(ids.tolist()) @ qvec, lex_all[ids]
-
-
-def _best_sentence(stored: dict[int, ChunkSentences], ids: np.ndarray,
-                   qvec: np.ndarray) -> np.ndarray:
-    """Each candidate's highest sentence cosine (0 when it has no sentence)."""
-    out = np.zeros(len(ids), dtype=np.float32)
-    for j, cid in enumerate(ids.tolist()):
-        got = stored.get(cid)
-        if got is not None and len(got.spans):
-            out[j] = float((got.vectors @ qvec).max())
-    return out

@@ -13,6 +13,7 @@ down in the right order, so each user does not repeat it.
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import os
 import re
@@ -125,12 +126,11 @@ def _main(argv: list[str]) -> int:
 @contextmanager
 def postgres() -> Iterator[str]:
     """A real PostgreSQL server (pgserver's PostgreSQL 16) for as long as the block runs; its
-    postgresql:// URL. Skips the test without the postgres extra.
+    postgresql:// URL (the test extra installs the postgres one).
 
     Its files are in a temporary folder of its own, removed after: run as root, pgserver runs
     the server as another user, who cannot enter pytest's folders (pytest keeps them 0700).
     """
-    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
     pgserver = _pgserver()
     with tempfile.TemporaryDirectory(prefix="citebot-pg-") as tmp:
         server = pgserver.get_server(Path(tmp) / "pgdata", cleanup_mode="stop")
@@ -151,7 +151,7 @@ def _pgserver():
         atexit.register(shutil.rmtree, runtime, True)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("XDG_RUNTIME_DIR", runtime)
-            return pytest.importorskip("pgserver", reason="the postgres extra is not installed")
+            return importlib.import_module("pgserver")
     return sys.modules["pgserver"]
 
 

@@ -1,5 +1,5 @@
 """bot/botdata.py: the bot's own data (answers for the buttons, feedback), in SQLite and in a
-real PostgreSQL that the tests start (pgserver; skipped without the postgres extra)."""
+real PostgreSQL that the tests start (pgserver, from the test extra)."""
 
 from __future__ import annotations
 
@@ -115,7 +115,6 @@ def test_the_bot_data_benchmark_runs(tmp_path, monkeypatch):
 
 
 def test_an_unreachable_postgresql_is_one_line_without_the_password():
-    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
     with pytest.raises(CitebotError) as err:
         open_bot_data("postgresql://bot:s3cret@127.0.0.1:1/citebot?connect_timeout=5")
     text = str(err.value)

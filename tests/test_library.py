@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.app import make_library
-from index.errors import CitebotError, IndexCorrupt, ModelMismatch, SourceUnreadable
+from index.errors import BadQuery, CitebotError, IndexCorrupt, ModelMismatch, SourceUnreadable
 from index.folder import STORE, current_generation
 from index.library import Library, Settings
 
@@ -155,3 +155,16 @@ def test_progress_counts_chunks_with_their_sentences(tmp_path, seeds_library):
     assert dones == sorted(set(dones)) and dones[-1] == report.chunks_embedded
     # The chunk pass alone does not fill the bar: the sentences' pass moves it on.
     assert len(dones) > 2 and dones[0] < report.chunks_embedded
+
+
+@pytest.mark.parametrize("question", ["", "   \n", "x" * 2001, "who defended \udcff Darroch?",
+                                      "\ud800"])
+def test_questions_that_cannot_be_asked_are_refused_by_the_library_itself(seeds_library,
+                                                                           question):
+    """Every interface (Discord included) gets the same refusal: an empty, oversized or
+    undecodable question (lone surrogates) never reaches the tokenizer."""
+    for call in (seeds_library.search, seeds_library.ask):
+        with pytest.raises(BadQuery) as err:
+            call(question)
+        assert "\n" not in str(err.value) and len(str(err.value)) < 120
+    assert seeds_library.ask("who defended Darroch?").answered

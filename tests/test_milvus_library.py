@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pymilvus")
+from bench.common import SEED_QUESTIONS
+from bot import app
+from bot.config import load_config
 
-from bench.common import SEED_QUESTIONS  # noqa: E402
-from bot import app  # noqa: E402
-from bot.config import load_config  # noqa: E402
-
-from .conftest import SEEDS, run_cli  # noqa: E402
+from .conftest import SEEDS, run_cli
 
 
 @pytest.fixture

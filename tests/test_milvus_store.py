@@ -13,17 +13,15 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("pymilvus")
+from index.chunk import answer_units
+from index.errors import IndexNotFound, ModelMismatch
+from index.lexical import Lexical, Postings, given_names, lexical_text
+from index.milvus_generation import bm25_terms, chunk_id
+from index.milvus_store import MilvusStore
+from index.records import Chunk, Source
+from index.store import ChunkSentences, Manifest, SourceRows
 
-from index.chunk import answer_units  # noqa: E402
-from index.errors import IndexNotFound, ModelMismatch  # noqa: E402
-from index.lexical import Lexical, Postings, given_names, lexical_text  # noqa: E402
-from index.milvus_generation import bm25_terms, chunk_id  # noqa: E402
-from index.milvus_store import MilvusStore  # noqa: E402
-from index.records import Chunk, Source  # noqa: E402
-from index.store import ChunkSentences, Manifest, SourceRows  # noqa: E402
-
-from .conftest import ROOT  # noqa: E402
+from .conftest import ROOT
 
 DIM = 8
 MANIFEST = Manifest(model="hash", dim=DIM, max_tokens=254, target_tokens=128,

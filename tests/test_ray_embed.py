@@ -23,8 +23,7 @@ def _paragraphs() -> list[str]:
 def local_ray():
     """A local two-CPU Ray for this module, its files in a temporary folder (short: Ray's
     socket paths must fit in 107 bytes)."""
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("ray.data")
+    import ray
     with tempfile.TemporaryDirectory(prefix="citebot-ray-") as tmp:
         from index.ray_embed import RayEmbedder  # noqa: F401  (imports fine with ray present)
 
