@@ -136,11 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", default=str(EVAL), help=f"the shared eval folder ({EVAL})")
     args = ap.parse_args(argv)
     EVAL = Path(args.eval)
-    from bot.app import embedder_for, settings_from
-    from bot.config import Config
+    from bot.app import embedder_for
+    from bot.config import Config, library_settings
 
     global SETTINGS
-    SETTINGS = settings_from(Config())  # what citebot runs with
+    SETTINGS = library_settings(Config())  # what citebot runs with
     embedder = embedder_for(Config())
     figures: dict = {}
     if args.sample:
