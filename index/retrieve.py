@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .answer_model import (
+    PASSAGE_FEATURES,
     AnswerModel,
     Terms,
     load_model,
@@ -32,6 +33,10 @@ class RetrievalSettings:
         correct_spelling: search misspelt question words as the indexed word one edit away.
         rerank: how many of the best fused candidates the learned passage scorer re-orders
             (0: the fused order as it is).
+        sentence_slot: the candidate holding the sentence closest to the question ranks no
+            lower than this after re-ranking (0: anywhere). The re-ranker leans on the
+            question's words; a passage that says the answer in other words ("Johnson" for
+            "boris") may lose them all and still hold the closest sentence.
     """
 
     candidates: int = setting(50, min=1, max=10_000)
@@ -39,6 +44,7 @@ class RetrievalSettings:
     sentence_weight: float = setting(0.7, max=10)
     correct_spelling: bool = True
     rerank: int = setting(30, max=1000)
+    sentence_slot: int = setting(5, max=1000)
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,7 @@ def search_with_sentences(snap: Snapshot, query: str, qvec: np.ndarray, k: int,
     if cands is None:
         return [], {}
     learned = model.passage.logits(cands.features) if model is not None else None
-    hits = ranked_hits(snap, cands, learned, k)
+    hits = ranked_hits(snap, cands, learned, k, settings.sentence_slot)
     ids = [h.chunk.id for h in hits if h.chunk.id is not None]
     missing = [i for i in ids if i not in cands.stored]
     if missing:
@@ -118,14 +124,18 @@ def candidates(snap: Snapshot, query: str, qvec: np.ndarray, depth: int,
 
 
 def ranked_hits(snap: Snapshot, cands: Candidates, learned: np.ndarray | None,
-                k: int) -> list[Hit]:
+                k: int, sentence_slot: int = 0) -> list[Hit]:
     """The k best candidates as hits: by the learned score when given (its probability is
-    the hit's score), else by the fused score."""
+    the hit's score), else by the fused score; with the learned score, the candidate with the
+    closest sentence ranks no lower than sentence_slot (when not 0)."""
     if learned is None:
         order, scores = np.arange(len(cands.chunks)), cands.fused
     else:
         order = np.argsort(-learned, kind="stable")
         scores = 1.0 / (1.0 + np.exp(-learned))
+        if sentence_slot and len(order) > sentence_slot:
+            order = keep_in_slot(order, int(np.argmax(
+                cands.features[:, PASSAGE_FEATURES.index("best_sentence")])), sentence_slot)
     # A store that searches itself reads only the hits' sources; the local one holds them all.
     sources = snap.sources({c.source_id for c in cands.chunks}) \
         if hasattr(snap, "candidates") else snap.sources()
@@ -136,6 +146,15 @@ def ranked_hits(snap: Snapshot, cands: Candidates, learned: np.ndarray | None,
                         source=sources[chunk.source_id], dense=float(cands.dense[i]),
                         lexical=float(cands.lexical[i])))
     return hits
+
+
+def keep_in_slot(order: np.ndarray, item: int, slot: int) -> np.ndarray:
+    """order with item moved up to position slot (1-based) when it ranks lower."""
+    at = int(np.flatnonzero(order == item)[0])
+    if at < slot:
+        return order
+    rest = np.delete(order, at)
+    return np.insert(rest, slot - 1, item)
 
 
 def _best_sentence(stored: dict[int, ChunkSentences], ids: np.ndarray,

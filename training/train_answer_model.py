@@ -141,7 +141,8 @@ class Extractor:
         for n, (r, q, v) in enumerate(zip(self.rows, self.queries, self.qvecs, strict=True)):
             cands = candidates(self.snap, q, v, settings.retrieval.rerank, settings.retrieval)
             logits = passage.logits(cands.features)
-            hits = ranked_hits(self.snap, cands, logits, settings.answer.passages)
+            hits = ranked_hits(self.snap, cands, logits, settings.answer.passages,
+                               settings.retrieval.sentence_slot)
             stored = self.snap.sentences([h.chunk.id for h in hits])
             read = read_sentences(q, hits, v, stored, None, self.snap.lexical, settings.answer,
                                   None, cands.terms)
