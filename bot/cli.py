@@ -1,4 +1,9 @@
-"""The `citebot` command line: parse, call the library, render. Heavy imports stay lazy."""
+"""The `citebot` command line: parse, call the library, render. Heavy imports stay lazy.
+
+About 500 lines because it holds every command's parser and a few-line handler (each calls
+the library and a renderer); the rendering, the guard and the chat loop live in their own
+modules.
+"""
 
 from __future__ import annotations
 

@@ -24,6 +24,9 @@ Why this layout:
 
 The same pymilvus code serves Milvus Lite (`uri` a file path: one process at a time, FLAT
 or IVF_FLAT only) and a server or cluster (`uri` http://host:19530).
+
+About 400 lines: the schema, the pointer switch, the one-writer lease and check are one
+design (above), split from what a generation reads and writes (milvus_generation.py).
 """
 
 from __future__ import annotations
