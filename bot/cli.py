@@ -1,4 +1,9 @@
-"""The `citebot` command line: parse, call the library, render. Heavy imports stay lazy."""
+"""The `citebot` command line: parse, call the library, render. Heavy imports stay lazy.
+
+About 500 lines because it holds every command's parser and a few-line handler (each calls
+the library and a renderer); the rendering, the guard and the chat loop live in their own
+modules.
+"""
 
 from __future__ import annotations
 
@@ -446,9 +451,9 @@ def cmd_bot(args) -> int:
     # discord.py's start-up notes (no voice support, "logging in using static token") are
     # not the operator's business; its errors still show.
     logging.getLogger("discord.client").setLevel(logging.ERROR)
-    log_to_stderr()
     try:
-        return run_bot(_config(args), getattr(args, "index", None))
+        with log_to_stderr():
+            return run_bot(_config(args), getattr(args, "index", None))
     except (OSError, aiohttp.ClientError) as exc:  # no network, DNS, Discord down
         raise CitebotError(f"cannot reach Discord ({one_line(exc)}); check the network "
                            "and try again") from exc

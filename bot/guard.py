@@ -73,14 +73,22 @@ class _FileHandler(logging.FileHandler):
         pass
 
 
-def log_to_stderr() -> None:
-    """The bot's running commentary (INFO and up) on stderr, beside the log file."""
+@contextmanager
+def log_to_stderr() -> Iterator[None]:
+    """The bot's running commentary (INFO and up) on stderr, beside the log file, while the
+    block runs; afterwards logging is as it was (a later command in the same process, such as
+    a test's, does not inherit a handler on a stream that may be gone)."""
     root = logging.getLogger()
-    if not any(type(h) is logging.StreamHandler for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    level = root.level
+    root.addHandler(handler)
     root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def crash_report(exc: BaseException) -> str:

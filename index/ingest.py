@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import json
 import os
 import re
-import socket
 import stat
-import threading
 import unicodedata
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from index.errors import CitebotError, SourceUnreadable, UnsupportedSource
+from index.fetch import fetch, one_line
 from index.records import Document, Source
 
 SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf"}
-USER_AGENT = "citebot/0.1"
 SIDECAR = "metadata.json"
 MAX_BYTES = 20_000_000
 MAX_SIDECAR_BYTES = 5_000_000
@@ -145,7 +140,7 @@ def load_url(url: str, *, timeout: float = 15.0, max_bytes: int = MAX_BYTES) -> 
         raise UnsupportedSource(f"{url} is not a valid URL ({exc})") from exc
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise UnsupportedSource(f"{url}: citebot reads only http and https URLs")
-    ctype, charset, body = _fetch(url, timeout, max_bytes)
+    ctype, charset, body = fetch(url, timeout, max_bytes)
     if ctype in _HTML_TYPES:
         html: bytes | str = body
         if charset:
@@ -282,125 +277,13 @@ def _extract_pdf(data: bytes, where: str) -> tuple[str, dict]:
         pages = [] if locked else [page.extract_text() or "" for page in reader.pages]
         title = None if locked or not reader.metadata else reader.metadata.title
     except Exception as exc:  # pypdf raises many exception types on damaged files
-        raise SourceUnreadable(f"{where} is not a readable PDF ({_one_line(exc)})") from exc
+        raise SourceUnreadable(f"{where} is not a readable PDF ({one_line(exc)})") from exc
     if locked:
         raise SourceUnreadable(f"{where} is an encrypted PDF")
     text = clean_text("\n\n".join(pages))
     if not text:
         raise SourceUnreadable(f"{where} has no extractable text (it may be a scanned image)")
     return text, {"title": str(title) if title else None}
-
-
-def _fetch(url: str, timeout: float, max_bytes: int) -> tuple[str, str | None, bytes]:
-    """Return the content type, charset and at most max_bytes of body of url.
-
-    timeout bounds the whole request, redirects, headers and body included.
-    """
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    with _Deadline(timeout) as deadline:
-        try:
-            with deadline.opener().open(request, timeout=timeout) as response:
-                return _read_body(response, url, max_bytes, deadline)
-        except urllib.error.HTTPError as exc:
-            if 300 <= exc.code < 400:
-                raise SourceUnreadable(f"{url}: too many redirects (HTTP {exc.code}; a "
-                                       "redirect loop?)") from exc
-            raise SourceUnreadable(f"{url}: HTTP {exc.code} {_one_line(exc.reason)}".rstrip()
-                                   ) from exc
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-            if deadline.expired or isinstance(exc, TimeoutError) or isinstance(
-                    getattr(exc, "reason", None), TimeoutError):
-                raise SourceUnreadable(f"{url}: timed out after {timeout:g} s") from exc
-            if isinstance(exc, urllib.error.URLError):
-                raise SourceUnreadable(f"{url}: cannot connect ({_one_line(exc.reason)})"
-                                       ) from exc
-            raise SourceUnreadable(f"{url}: download failed ({_one_line(exc)})") from exc
-
-
-def _read_body(response, url: str, max_bytes: int, deadline: _Deadline
-               ) -> tuple[str, str | None, bytes]:
-    declared = response.headers.get("Content-Length", "").strip()
-    length = int(declared) if declared.isdigit() else None
-    if length is not None and length > max_bytes:
-        raise SourceUnreadable(f"{url} is larger than {max_bytes:,} bytes")
-    body = bytearray()
-    while chunk := response.read1(min(65536, max_bytes + 1 - len(body))):
-        body += chunk
-        if len(body) > max_bytes:
-            raise SourceUnreadable(f"{url} is larger than {max_bytes:,} bytes")
-    if deadline.expired:
-        raise TimeoutError
-    if length is not None and len(body) < length:  # http.client's read1 does not complain
-        raise SourceUnreadable(f"{url}: the download ended early ({len(body):,} of "
-                               f"{length:,} bytes)")
-    return response.headers.get_content_type(), response.headers.get_content_charset(), bytes(body)
-
-
-class _Deadline:
-    """Shuts the sockets of one request when its time is up, whatever they are waiting for.
-
-    A socket timeout bounds each read, not the request: a server that sends its status line
-    a byte every half second never trips it, so a timer ends the request instead.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.expired = False
-        self._socks: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Deadline:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for sock in self._socks:
-                _shut(sock)
-
-    def _watch(self, sock: socket.socket) -> socket.socket:
-        with self._lock:
-            self._socks.append(sock)
-            if self.expired:
-                _shut(sock)
-        return sock
-
-    def _connection(self, base: type[http.client.HTTPConnection]) -> type:
-        deadline = self
-
-        class Connection(base):  # type: ignore[valid-type,misc]
-            def __init__(self, *args, **kwargs) -> None:
-                super().__init__(*args, **kwargs)
-                create = self._create_connection  # the raw socket, before any TLS handshake
-                self._create_connection = lambda *a, **kw: deadline._watch(create(*a, **kw))
-
-        return Connection
-
-    def opener(self) -> urllib.request.OpenerDirector:
-        http_conn = self._connection(http.client.HTTPConnection)
-        https_conn = self._connection(http.client.HTTPSConnection)
-
-        class HTTP(urllib.request.HTTPHandler):
-            def http_open(self, req):
-                return self.do_open(http_conn, req)
-
-        class HTTPS(urllib.request.HTTPSHandler):
-            def https_open(self, req):
-                return self.do_open(https_conn, req, context=self._context)
-
-        return urllib.request.build_opener(HTTP(), HTTPS())
-
-
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:  # already closed
-        pass
 
 
 def _check_text(data: bytes, where: str) -> bytes:
@@ -436,7 +319,7 @@ def _read_sidecar(sidecar: str, mtime_ns: int, size: int) -> dict:
         ):
             raise ValueError("expected {file name: {title, publisher, date, url}}")
     except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise SourceUnreadable(f"{sidecar} is not valid metadata ({_one_line(exc)})") from exc
+        raise SourceUnreadable(f"{sidecar} is not valid metadata ({one_line(exc)})") from exc
     return entries
 
 
@@ -460,8 +343,4 @@ def _os_reason(shown: str, exc: OSError) -> str:
         return f"{shown}: no such file"
     if isinstance(exc, PermissionError):
         return f"{shown}: permission denied"
-    return f"{shown}: {exc.strerror or _one_line(exc)}"
-
-
-def _one_line(exc: object) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return f"{shown}: {exc.strerror or one_line(exc)}"

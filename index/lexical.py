@@ -41,7 +41,7 @@ def _stemmer():
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased, accent-folded, stop-word-free, stemmed word tokens."""
-    text = unicodedata.normalize("NFKD", text.lower().replace("info-icon", " "))
+    text = unicodedata.normalize("NFKD", text.lower())
     words = [w for w in _WORD.findall(text) if len(w) > 1 and w not in _STOPWORDS]
     return _stemmer().stemWords(words)
 

@@ -24,11 +24,15 @@ Why this layout:
 
 The same pymilvus code serves Milvus Lite (`uri` a file path: one process at a time, FLAT
 or IVF_FLAT only) and a server or cluster (`uri` http://host:19530).
+
+About 400 lines: the schema, the pointer switch, the one-writer lease and check are one
+design (above), split from what a generation reads and writes (milvus_generation.py).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import warnings
 from collections import Counter
@@ -58,12 +62,23 @@ def is_lite(uri: str) -> bool:
     return "://" not in uri
 
 
+def _quiet_pymilvus() -> None:
+    """pymilvus gives its loggers their own stderr handlers on import; the library prints
+    nothing, so its records go up to the application's logging (the CLI's log file) instead."""
+    for name in ("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
 def _client(uri: str, token: str):
     try:
         with warnings.catch_warnings():  # milvus-lite 2.5 imports the deprecated pkg_resources
             warnings.simplefilter("ignore", UserWarning)
             from pymilvus import MilvusClient
 
+            _quiet_pymilvus()
             if is_lite(uri):
                 Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
             return MilvusClient(uri=str(Path(uri).expanduser()) if is_lite(uri) else uri,

@@ -3,6 +3,9 @@
 See store.py for the layout and why it is shaped so. A Writer works on one generation's
 store.sqlite under the folder's lock; open_writer gives one on the live generation, or on a
 new generation (first build, --rebuild) that becomes live when the block ends without error.
+
+Longer than most modules (~400 lines) on purpose: the commit, the merge and their clean-up on
+failure are one crash-safety argument, read best in one place.
 """
 
 from __future__ import annotations

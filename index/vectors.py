@@ -27,14 +27,14 @@ ivf_sq8 are there for the benchmark and for explicit use.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from .errors import IndexCorrupt
+from .machine import thread_count
 
 KINDS = ("flat", "pq_sq8", "sq8", "hnsw_sq8", "ivf_sq8")
 
@@ -68,15 +68,9 @@ def pq_subquantizers(dim: int) -> int:
     return max(m for m in range(1, dim // 4 + 1) if dim % m == 0) if dim >= 4 else 1
 
 
-@contextmanager
-def omp_threads(n: int) -> Iterator[None]:
+def omp_threads(n: int) -> AbstractContextManager[None]:
     """Run FAISS with n OpenMP threads in this thread, then restore the setting."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
+    return thread_count(faiss.omp_get_max_threads, faiss.omp_set_num_threads, n)
 
 
 def _sample(vectors: np.ndarray, size: int) -> np.ndarray:

@@ -53,7 +53,24 @@ def test_every_command_works_on_milvus_as_on_the_local_store(capsys, config, see
                 for h in seeds_library.search(question, 5)]
         assert code == 0 and got == want, question
         code, out, _ = cli(capsys, config, "ask", question, "--json")
-        assert json.loads(out) == seeds_library.ask(question).to_json(), question
+        got, want = json.loads(out), seeds_library.ask(question).to_json()
+        # The same answer, quotes and sources; the learned scores may differ in the third
+        # decimal (Milvus's candidate pool sets the features' "best candidate" scales).
+        assert _without_scores(got) == _without_scores(want), question
+        assert all(abs(a - b) < 0.01 for a, b in zip(_scores(got), _scores(want), strict=True))
+
+
+def _without_scores(obj):
+    if isinstance(obj, dict):
+        return {k: _without_scores(v) for k, v in obj.items() if k != "score"}
+    return [_without_scores(v) for v in obj] if isinstance(obj, list) else obj
+
+
+def _scores(obj) -> list[float]:
+    if isinstance(obj, dict):
+        own = [obj["score"]] if "score" in obj else []
+        return own + [x for v in obj.values() for x in _scores(v)]
+    return [x for v in obj for x in _scores(v)] if isinstance(obj, list) else []
 
 
 def test_updates_write_only_what_changed_and_a_rebuild_switches(capsys, config, tmp_path):
