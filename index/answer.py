@@ -3,13 +3,15 @@ near-duplicate passages grouped as "also in".
 
 Which sentences answer, and whether any does, is decided by the learned scorers of
 answer_model (fitted on SQuAD training questions by training/train_answer_model.py).
+About 390 lines: the answer's four steps (extract, highlight, group, cite) share the scored
+sentence record and are read in order here; the scorers themselves live in answer_model.py.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +26,6 @@ from .answer_model import (
     sigmoid,
     text_stems,
 )
-from .chunk import answer_units
 from .lexical import Lexical, tokenize
 from .records import Answer, Citation, Hit, Source
 from .settings import setting
@@ -89,13 +90,12 @@ def highlight_spans(text: str, keywords: Sequence[str]) -> list[tuple[int, int]]
 def build_answer(question: str, hits: list[Hit], qvec: np.ndarray,
                  stored: Mapping[int, ChunkSentences],
                  settings: AnswerSettings = AnswerSettings(),
-                 encode: Callable[[list[str]], np.ndarray] | None = None,
                  lexical: Lexical | None = None, model: AnswerModel | None = None) -> Answer:
     """Pick answer sentences from the top passages and cite them, or say nothing answers.
 
     Args:
-        stored: the index's sentences of the hits' chunks, by chunk id; a chunk missing from
-            it has its sentences embedded with encode (or is skipped without one).
+        stored: the index's sentences of the hits' chunks, by chunk id (stored when the index
+            was built); a chunk missing from it has no sentence to quote.
         lexical: the index's BM25 model: its word counts weigh the question's words and tell
             which ones the sources never use; without it every word weighs the same.
         model: the learned scorers (the committed answer_model.json when None).
@@ -103,7 +103,7 @@ def build_answer(question: str, hits: list[Hit], qvec: np.ndarray,
     model = model or load_model()
     terms = question_terms(question, lexical)
     keywords = terms.stems
-    read = read_sentences(question, hits[: settings.passages], qvec, stored, encode, lexical,
+    read = read_sentences(question, hits[: settings.passages], qvec, stored, lexical,
                           settings, model, terms)
     if read is None:
         return Answer(question=question, answered=False, answer=NOT_FOUND, keywords=keywords)
@@ -134,14 +134,13 @@ class Reading:
 
 
 def read_sentences(question: str, hits: list[Hit], qvec: np.ndarray,
-                   stored: Mapping[int, ChunkSentences],
-                   encode: Callable[[list[str]], np.ndarray] | None, lexical: Lexical | None,
+                   stored: Mapping[int, ChunkSentences], lexical: Lexical | None,
                    settings: AnswerSettings, model: AnswerModel | None,
                    terms: Terms | None = None) -> Reading | None:
     """Score every quotable sentence of the hits and the question's answerability (None when
     the hits hold no sentence)."""
     terms = terms or question_terms(question, lexical)
-    sentences, vecs = _candidate_sentences(hits, stored, encode)
+    sentences, vecs = _candidate_sentences(hits, stored)
     if not sentences:
         return None
     cos = vecs @ qvec.astype(np.float32)
@@ -248,8 +247,7 @@ def missing_numbers(question: str, passages: Sequence[str]) -> list[str]:
     return sorted(asked - found)
 
 
-def _candidate_sentences(hits: list[Hit], stored: Mapping[int, ChunkSentences],
-                         encode: Callable[[list[str]], np.ndarray] | None
+def _candidate_sentences(hits: list[Hit], stored: Mapping[int, ChunkSentences]
                          ) -> tuple[list[_Sentence], np.ndarray]:
     """The quotable sentences of the hits, each once, with their vectors."""
     seen: set[tuple[str, int]] = set()
@@ -259,11 +257,7 @@ def _candidate_sentences(hits: list[Hit], stored: Mapping[int, ChunkSentences],
         c = hit.chunk
         got = stored.get(c.id) if c.id is not None else None
         if got is None:
-            if encode is None:
-                continue
-            spans = tuple((c.start + a, c.start + b) for a, b in answer_units(c.text))
-            got = ChunkSentences(spans, encode([c.text[a - c.start:b - c.start]
-                                                for a, b in spans]))
+            continue
         # Slices of the chunk, which is itself a slice of the source: verbatim by construction.
         texts = [c.text[a - c.start:b - c.start] for a, b in got.spans]
         for j, ((a, b), vec) in enumerate(zip(got.spans, got.vectors, strict=True)):
@@ -385,7 +379,7 @@ def _diverse(sentences: list[_Sentence], sims: np.ndarray, penalty: float = 0.3)
 @functools.lru_cache(maxsize=4096)
 def _shingles(text: str, n: int = 3) -> frozenset[tuple[str, ...]]:
     # Cached: grouping compares every new sentence with every group's lead.
-    words = [w.lower() for w in _WORDS.findall(text.replace("info-icon", " "))]
+    words = [w.lower() for w in _WORDS.findall(text)]
     if len(words) < n:
         return frozenset({tuple(words)})
     return frozenset(tuple(words[i:i + n]) for i in range(len(words) - n + 1))

@@ -144,7 +144,7 @@ class Extractor:
             hits = ranked_hits(self.snap, cands, logits, settings.answer.passages,
                                settings.retrieval.sentence_slot)
             stored = self.snap.sentences([h.chunk.id for h in hits])
-            read = read_sentences(q, hits, v, stored, None, self.snap.lexical, settings.answer,
+            read = read_sentences(q, hits, v, stored, self.snap.lexical, settings.answer,
                                   None, cands.terms)
             if read is None:
                 continue
