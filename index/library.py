@@ -228,7 +228,7 @@ class Library:
         started = time.monotonic()
         report = UpdateReport()
         with self._writer(rebuild, wait) as writer:
-            planner = Planner(writer.sources(), now_iso(), writer.file_keys())
+            planner = Planner(writer.lookup(), now_iso())
             for spec in remove:
                 planner.remove(spec)
             if prune:
@@ -241,7 +241,7 @@ class Library:
             report.unchanged, report.duplicates = plan.unchanged, plan.duplicates
             report.chunks_total = writer.chunks_kept(plan.dropped_ids) + sum(
                 len(r.chunks) for r in rows)
-            if not planner.kept and (plan.writes or rebuild):
+            if not planner.sources_left() and (plan.writes or rebuild):
                 raise CitebotError("that would leave the index with no sources, so it is left "
                                    "as it was; add another source first")
             if plan.writes or rebuild or writer.is_new:
