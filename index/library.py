@@ -285,6 +285,7 @@ class Library:
         rows: dict[str, SourceRows] = {}
         docs = ingest.iter_documents(list(specs), timeout=self.settings.fetch_timeout,
                                      max_bytes=self.settings.fetch_max_bytes, on_error=skip)
+        additive = self.embedder.counts_add_up
         for doc in docs:
             src = planner.offer(doc.source)
             if src is None:
@@ -292,7 +293,8 @@ class Library:
             chunks = chunk_text(doc.text, src.id, self.embedder.token_counts,
                                 target_tokens=self.settings.target_tokens,
                                 max_tokens=self.embedder.max_tokens - 2,
-                                overlap_sentences=self.settings.overlap_sentences)
+                                overlap_sentences=self.settings.overlap_sentences,
+                                additive=additive)
             rows[src.id] = SourceRows(src, doc.text, chunks)
         return list(rows.values())
 
