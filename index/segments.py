@@ -216,12 +216,10 @@ class Writer:
             gone_len = self._drop_sources(dropped)
             cur = self.db.executemany("DELETE FROM sources WHERE id = ?", [(s,) for s in dropped])
             n_sources = int(meta["sources"]) - cur.rowcount + len(rows)
-            for r in rows:
-                s = r.source
-                self.db.execute("INSERT INTO sources VALUES (?,?,?,?,?,?,?,?,?,?)",
-                                (s.id, s.title, s.path, s.url, s.publisher, s.date,
-                                 s.content_hash, s.added_at or now_iso(), r.text,
-                                 same_file_key(s)))
+            self.db.executemany("INSERT INTO sources VALUES (?,?,?,?,?,?,?,?,?,?)", (
+                (s.id, s.title, s.path, s.url, s.publisher, s.date, s.content_hash,
+                 s.added_at or now_iso(), r.text, same_file_key(s))
+                for r in rows for s in (r.source,)))
             lengths = postings.lengths
             self.db.executemany("INSERT INTO chunks VALUES (?,?,?,?,?,?,?,?)", (
                 (cid, r.source.id, c.start, c.end, c.text, c.hash, int(lengths[cid - lo]),
