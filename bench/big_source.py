@@ -79,6 +79,10 @@ class HashEmbedder:
     def token_counts(self, texts):
         return self._real.token_counts(texts)
 
+    @property
+    def counts_add_up(self) -> bool:
+        return self._real.counts_add_up
+
     def prepare(self, **_) -> None:
         pass
 

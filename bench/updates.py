@@ -15,6 +15,11 @@ top-10 must be the same.
     python -m bench.updates                      # 6k, 60k, 250k, 1M chunks
     python -m bench.updates --sizes 6000,60000   # some sizes
     python -m bench.updates --smoke              # a minute, for CI
+    python -m bench.updates --sizes 6000 --small 100000   # the small-file build only at size
+
+The "build files/s" of the main table is for the synthetic articles (about 12 chunks each);
+a second table times a build from a folder of small one-paragraph files (--small, 100,000 by
+default), and one-article updates in an index of that many sources.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ ARTICLE_PARAGRAPHS = 6  # SQuAD paragraphs are long: about 12 chunks an article
 SIZES = (6_000, 60_000, 250_000, 1_000_000)
 QUESTIONS = 50  # warm latency: median over these, after one warm-up round
 FRESH_MAX = 60_000  # sizes up to this also get a fresh build, for the on-disk ratio
+SMALL_FILES = 100_000  # one-paragraph files built from one folder (the files/s target)
 
 
 def paragraphs() -> list[str]:
@@ -61,6 +67,34 @@ def write_articles(folder: Path, first: int, count: int, pool: list[str]) -> lis
                         encoding="utf-8")
         files.append(file)
     return files
+
+
+def write_small_files(folder: Path, count: int, pool: list[str]) -> None:
+    """count short documents, one SQuAD paragraph each (like a benchmark corpus of short
+    documents, one file each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(count):
+        (folder / f"doc-{n:07d}.txt").write_text(
+            f"Document {n}\n\n{pool[n % len(pool)]} (Copy {n}.)\n", encoding="utf-8")
+
+
+def small_files(work: Path, count: int, pool: list[str]) -> list[str]:
+    """A build from a folder of count small files in one update (files/s, embedding
+    excluded), then one article added, edited and removed in that index of count sources."""
+    folder, index = work / "small-files", work / "small-index"
+    for old in (folder, index):
+        shutil.rmtree(old, ignore_errors=True)
+    write_small_files(folder, count, pool)
+    built = run_child("update", index, folder)
+    ops = one_article_ops(index, work / "small-single", 9_500_000 + count, pool)
+    row = [f"{count:,}", f"{built['chunks']:,}",
+           f"{built['files'] / max(1e-9, built['load_seconds']):,.0f}",
+           f"{built['files'] / own(built):,.0f}",
+           *(f"{own(ops[k]):.2f}" for k in ("add", "edit", "remove")),
+           f"{built['rss_mb']:,.0f} / {max(op['rss_mb'] for op in ops.values()):,.0f}"]
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(index, ignore_errors=True)
+    return row
 
 
 def folder_bytes(folder: Path) -> int:
@@ -88,6 +122,17 @@ def child(argv: list[str]) -> None:
 
     embedder.encode = timed_encode
     lib = Library(Path(index), embedder)
+    loading = [0.0]  # discovering, reading, hashing, planning and chunking (Library._load)
+    load = lib._load
+
+    def timed_load(*a, **kw):
+        began = time.perf_counter()
+        try:
+            return load(*a, **kw)
+        finally:
+            loading[0] += time.perf_counter() - began
+
+    lib._load = timed_load  # type: ignore[method-assign]
     out: dict[str, object] = {}
     began = time.perf_counter()
     if op == "update":  # rest: files or folders to add
@@ -117,6 +162,7 @@ def child(argv: list[str]) -> None:
                        for h in hits] for hits in lib.search_many(questions, 10)]
     out["seconds"] = time.perf_counter() - began
     out["embedding_seconds"] = spent[0]
+    out["load_seconds"] = loading[0]
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 
@@ -218,12 +264,14 @@ def main(argv: list[str] | None = None) -> str:
                       help="grow the index a previous run left in --work (larger sizes only)")
     args.add_argument("--equality-only", action="store_true",
                       help="only compare a grown and a fresh index of the SQuAD corpus")
+    args.add_argument("--small", type=int, default=SMALL_FILES,
+                      help="small files to build from a folder (0: none)")
     args.add_argument("--child", nargs=argparse.REMAINDER)
     opts = args.parse_args(argv)
     if opts.child:
         child(opts.child)
         return ""
-    sizes = [300, 600] if opts.smoke else [int(s) for s in opts.sizes.split(",")]
+    sizes = [300, 600] if opts.smoke else [int(s) for s in opts.sizes.split(",") if s]
     sizes = [] if opts.equality_only else sizes
     work = opts.work if not opts.smoke else opts.work.with_name("updates-smoke")
     if not opts.resume:
@@ -272,6 +320,10 @@ def main(argv: list[str] | None = None) -> str:
                      f"{reader['search_ms']:.1f}", f"{reader['ask_ms']:.1f}"])
         print(f"[{size:,}: {time.perf_counter() - began:,.0f} s] " + " | ".join(rows[-1]),
               file=sys.stderr, flush=True)
+    small = small_files(work, 200 if opts.smoke else opts.small, pool) \
+        if (opts.smoke or opts.small) and not opts.equality_only else None
+    if small:
+        print("[small files] " + " | ".join(small), file=sys.stderr, flush=True)
     files = sorted((SQUAD / "corpus").glob("*.txt")) if (SQUAD / "corpus").is_dir() \
         else sorted(SEEDS.glob("*.txt"))
     eq_questions = json.loads(qfile.read_text()) if opts.smoke else squad_questions()
@@ -291,6 +343,16 @@ def main(argv: list[str] | None = None) -> str:
             + table(header, rows) +
             f"\n\nSame top-10 as a fresh build after adds, an edit and a removal: "
             f"{same} of {total} questions ({corpus}, stand-in vectors, ties aside)\n")
+    if small:
+        text += ("\nSmall files: one SQuAD paragraph each, built from one folder in one "
+                 "update; then one article added, edited and removed in that index.\n\n"
+                 "\"load files/s\" counts discovering, reading, hashing, planning and "
+                 "chunking (the target's scope); \"build files/s\" the whole update without "
+                 "embedding: also the sentence spans, BM25 postings, FAISS index and SQLite "
+                 "rows.\n\n"
+                 + table(["files", "chunks", "load files/s", "build files/s", "add one s",
+                          "edit one s",
+                          "remove one s", "peak MB build / update"], [small]) + "\n")
     write_report(text, "updates", opts.out, opts.smoke)
     if opts.smoke:
         shutil.rmtree(work, ignore_errors=True)

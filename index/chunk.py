@@ -154,12 +154,16 @@ def _split_long(text: str, span: tuple[int, int], limit: int,
 
 def chunk_text(text: str, source_id: str, count: Callable[[Sequence[str]], list[int]], *,
                target_tokens: int = 128, max_tokens: int = 254,
-               overlap_sentences: int = 1) -> list[Chunk]:
+               overlap_sentences: int = 1, additive: bool = False) -> list[Chunk]:
     """Pack sentences into chunks of about target_tokens, never more than max_tokens.
 
     count(texts) returns the token count of each text. Consecutive chunks share up to
     overlap_sentences sentences, so an answer that straddles a boundary is still whole in one.
     Time and memory are linear in the text, whatever it holds.
+
+    additive: the tokenizer splits at whitespace first, so texts joined by whitespace count
+    as the sum of their parts, and whole chunks need no second count (half the tokenizer's
+    work on short articles). Without it, every chunk of more than one span is counted again.
     """
     target = min(target_tokens, max_tokens)
     spans: list[tuple[int, int]] = []
@@ -175,6 +179,7 @@ def chunk_text(text: str, source_id: str, count: Callable[[Sequence[str]], list[
             sizes += _sizes(text, parts, count)
     del sentences
     chunks: list[Chunk] = []
+    known: list[int | None] = []  # a chunk's size when it is its spans' sum
     i = 0
     while i < len(spans):
         j, used = i, 0
@@ -182,6 +187,10 @@ def chunk_text(text: str, source_id: str, count: Callable[[Sequence[str]], list[
             used += sizes[j]
             j += 1
         chunks.append(_make_chunk(text, source_id, spans[i][0], spans[j - 1][1]))
+        # One span is the very text counted; spans with whitespace between them (not the
+        # pieces of a word cut by characters) add up when the tokenizer is additive.
+        apart = additive and all(spans[k][0] > spans[k - 1][1] for k in range(i + 1, j))
+        known.append(used if j == i + 1 or apart else None)
         if j >= len(spans):
             break
         # Step back for overlap, but always move forward by at least one sentence.
@@ -189,14 +198,18 @@ def chunk_text(text: str, source_id: str, count: Callable[[Sequence[str]], list[
         while back > 0 and sum(sizes[j - back:j]) > target // 2:
             back -= 1
         i = j - back
-    return _fit(text, source_id, chunks, count, max_tokens)
+    return _fit(text, source_id, chunks, count, max_tokens, known)
 
 
 def _fit(text: str, source_id: str, chunks: list[Chunk],
-         count: Callable[[Sequence[str]], list[int]], max_tokens: int) -> list[Chunk]:
-    """Check whole chunks, since joining sentences can tokenise differently from the parts."""
+         count: Callable[[Sequence[str]], list[int]], max_tokens: int,
+         known: Sequence[int | None]) -> list[Chunk]:
+    """Check whole chunks, since joining sentences can tokenise differently from the parts;
+    known holds the sizes that need no count (None: count it)."""
     out: list[Chunk] = []
-    whole = _sizes(text, [(c.start, c.end) for c in chunks], count)
+    counted = iter(_sizes(text, [(c.start, c.end) for c, k in zip(chunks, known, strict=True)
+                                 if k is None], count))
+    whole = [k if k is not None else next(counted) for k in known]
     for chunk, size in zip(chunks, whole, strict=True):
         if size <= max_tokens:
             out.append(chunk)

@@ -41,6 +41,7 @@ BACKENDS = ("auto", *bulk_path.PATHS)
 # Inputs up to this size go through ONNX: at ~40k chars/s that beats the ~5 s torch import,
 # and it keeps `ask` (which also embeds candidate sentences) torch-free.
 _SMALL_CHARS = 100_000
+_SMALL_BATCH = 32  # texts: fewer are tokenized one by one (encode_batch wakes a thread pool)
 
 
 class Embedder:
@@ -120,12 +121,28 @@ class Embedder:
         tok.no_padding()
         return tok
 
+    @property
+    def counts_add_up(self) -> bool:
+        """Whether texts joined by whitespace count as the sum of their parts: the tokenizer
+        splits at whitespace before anything else and its normaliser keeps whitespace."""
+        from tokenizers import normalizers, pre_tokenizers
+
+        splits = (pre_tokenizers.BertPreTokenizer, pre_tokenizers.Whitespace,
+                  pre_tokenizers.WhitespaceSplit)
+        keeps = (normalizers.BertNormalizer, normalizers.Lowercase, normalizers.NFC,
+                 normalizers.NFD, normalizers.NFKC, normalizers.NFKD, normalizers.StripAccents)
+        tok = self.tokenizer
+        return isinstance(tok.pre_tokenizer, splits) and (
+            tok.normalizer is None or isinstance(tok.normalizer, keeps))
+
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Word pieces per text, without the [CLS]/[SEP] the model adds."""
         if not texts:
             return []
-        encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [len(e.ids) for e in encs]
+        tok = self.tokenizer
+        if len(texts) < _SMALL_BATCH:  # no thread pool to wake: far faster for a few texts
+            return [len(tok.encode(t, add_special_tokens=False).ids) for t in texts]
+        return [len(e.ids) for e in tok.encode_batch(list(texts), add_special_tokens=False)]
 
     # -- public API ----------------------------------------------------------------------
 

@@ -228,7 +228,7 @@ class Library:
         started = time.monotonic()
         report = UpdateReport()
         with self._writer(rebuild, wait) as writer:
-            planner = Planner(writer.sources(), now_iso(), writer.file_keys())
+            planner = Planner(writer.lookup(), now_iso())
             for spec in remove:
                 planner.remove(spec)
             if prune:
@@ -241,7 +241,7 @@ class Library:
             report.unchanged, report.duplicates = plan.unchanged, plan.duplicates
             report.chunks_total = writer.chunks_kept(plan.dropped_ids) + sum(
                 len(r.chunks) for r in rows)
-            if not planner.kept and (plan.writes or rebuild):
+            if not planner.sources_left() and (plan.writes or rebuild):
                 raise CitebotError("that would leave the index with no sources, so it is left "
                                    "as it was; add another source first")
             if plan.writes or rebuild or writer.is_new:
@@ -285,6 +285,7 @@ class Library:
         rows: dict[str, SourceRows] = {}
         docs = ingest.iter_documents(list(specs), timeout=self.settings.fetch_timeout,
                                      max_bytes=self.settings.fetch_max_bytes, on_error=skip)
+        additive = self.embedder.counts_add_up
         for doc in docs:
             src = planner.offer(doc.source)
             if src is None:
@@ -292,7 +293,8 @@ class Library:
             chunks = chunk_text(doc.text, src.id, self.embedder.token_counts,
                                 target_tokens=self.settings.target_tokens,
                                 max_tokens=self.embedder.max_tokens - 2,
-                                overlap_sentences=self.settings.overlap_sentences)
+                                overlap_sentences=self.settings.overlap_sentences,
+                                additive=additive)
             rows[src.id] = SourceRows(src, doc.text, chunks)
         return list(rows.values())
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from .errors import CitebotError, IndexBusy, IndexCorrupt, IndexNotFound, StoreUnavailable
 from .milvus_generation import KINDS, MAX_TEXT, PLACEHOLDER, SOURCE_FIELDS, Generation
-from .records import Source
+from .plan import RecordLookup
 from .store import ChunkSentences, Manifest, SourceRows, now_iso
 
 # Dense index per deployment: Lite offers only FLAT, IVF_FLAT and AUTOINDEX; exact FLAT keeps
@@ -401,11 +401,9 @@ class MilvusWriter:
     def state(self) -> str:
         return self.gen.gen
 
-    def sources(self) -> dict[str, Source]:
-        return self.gen.sources()
-
-    def file_keys(self) -> dict[str, str]:
-        return self.gen.file_keys()
+    def lookup(self) -> RecordLookup:
+        """The indexed sources for planning: Milvus's are read whole, into dict tables."""
+        return RecordLookup(self.gen.sources(), self.gen.file_keys())
 
     def chunks_kept(self, dropped: Sequence[str]) -> int:
         """How many stored chunks stay once the dropped sources' go."""

@@ -26,7 +26,7 @@ import numpy as np
 from . import folder
 from .errors import IndexCorrupt
 from .lexical import Postings, given_names, lexical_text, surface_words
-from .paths import same_file_key
+from .paths import same_file_key, under_folders
 from .records import Source
 from .store import (
     SENTENCE_DTYPE,
@@ -42,8 +42,16 @@ from .vectors import VectorIndex
 MERGE_FACTOR = 8  # this many segments of one size tier are merged into one
 MAX_MERGED = 250_000  # chunks: bigger segments are not merged again (bounded merge memory)
 REWRITE_DEAD_SHARE = 0.3  # a segment this much removed is rewritten without its dead chunks
-_SOURCE_RECORDS = ("CREATE INDEX IF NOT EXISTS sources_records ON sources(id, title, path, url,"
-                   " publisher, date, content_hash, added_at, file_key)")
+# Planning asks for sources by resolved path, content hash and URL; each is an index, so an
+# update reads the records of the files it is offered, not every source's.
+_SOURCE_INDEXES = """
+DROP INDEX IF EXISTS sources_records;
+CREATE INDEX IF NOT EXISTS sources_file ON sources(file_key, id);
+CREATE INDEX IF NOT EXISTS sources_hash ON sources(content_hash, id);
+CREATE INDEX IF NOT EXISTS sources_url ON sources(url, id);
+CREATE INDEX IF NOT EXISTS sources_path ON sources(path, id);
+"""
+_SOURCE_FIELDS = "id, title, path, url, publisher, date, content_hash, added_at"
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE sources (
@@ -71,6 +79,43 @@ def _commit(db: sqlite3.Connection) -> None:
     db.execute("COMMIT")
 
 
+class StoreLookup:
+    """The SourceLookup planning uses (index/plan.py): each question is one indexed query."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def _ids(self, where: str, *args: object) -> list[str]:
+        return [r[0] for r in self.db.execute(f"SELECT id FROM sources WHERE {where}", args)]
+
+    def get(self, sid: str) -> Source | None:
+        row = self.db.execute(f"SELECT {_SOURCE_FIELDS} FROM sources WHERE id = ?",
+                              (sid,)).fetchone()
+        return Source(*row) if row else None
+
+    def by_file_key(self, key: str) -> list[str]:
+        return self._ids("file_key = ?", key)
+
+    def by_hash(self, content_hash: str) -> list[str]:
+        return self._ids("content_hash = ?", content_hash)
+
+    def by_url(self, url: str) -> list[str]:
+        return self._ids("url = ?", url)
+
+    def within(self, folder: str) -> list[str]:
+        key = "path:" + folder
+        inside = key.rstrip("/") + "/"  # keys from inside/ up to (not including) inside0
+        return self._ids("file_key = ? OR (file_key >= ? AND file_key < ?)", key, inside,
+                         inside[:-1] + "0")
+
+    def under(self, folders: Sequence[str]) -> list[str]:
+        return [sid for sid, path in self.db.execute(
+            "SELECT id, path FROM sources WHERE path IS NOT NULL") if under_folders(path, folders)]
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key = 'sources'").fetchone()[0])
+
+
 class Writer:
     """Applies updates to one generation's store. Use it under write_lock, through
     open_writer, which also commits a rebuild's new generation at the end."""
@@ -88,8 +133,7 @@ class Writer:
                     "live_length": 0, "sources": 0}
             self.db.executemany("INSERT INTO meta VALUES (?, ?)",
                                 [(k, str(v)) for k, v in meta.items()])
-        # Planning reads every source's record; this covering index spares it the texts.
-        self.db.execute(_SOURCE_RECORDS)
+        self.db.executescript(_SOURCE_INDEXES)
         self._drop_unlisted()
 
     def _meta(self) -> dict[str, str]:
@@ -113,16 +157,9 @@ class Writer:
         """The name of the committed state (what Snapshot.generation calls it)."""
         return f"{self.folder.name}.v{self._meta()['version']}"
 
-    def sources(self) -> dict[str, Source]:
-        """Every indexed source's record (no text, no chunks)."""
-        rows = self.db.execute("SELECT id, title, path, url, publisher, date, content_hash,"
-                               " added_at FROM sources").fetchall()
-        return {r[0]: Source(*r) for r in rows}
-
-    def file_keys(self) -> dict[str, str]:
-        """same_file_key of every source, as it was when the source was indexed."""
-        return dict(self.db.execute("SELECT id, file_key FROM sources"
-                                    " WHERE file_key IS NOT NULL").fetchall())
+    def lookup(self) -> StoreLookup:
+        """The indexed sources for planning, asked one at a time from SQLite's indexes."""
+        return StoreLookup(self.db)
 
     def chunks_kept(self, dropped: Sequence[str]) -> int:
         """How many stored chunks stay once the dropped sources' go."""
@@ -180,13 +217,12 @@ class Writer:
                                            postings)
             self.db.execute("BEGIN IMMEDIATE")
             gone_len = self._drop_sources(dropped)
-            self.db.executemany("DELETE FROM sources WHERE id = ?", [(s,) for s in dropped])
-            for r in rows:
-                s = r.source
-                self.db.execute("INSERT INTO sources VALUES (?,?,?,?,?,?,?,?,?,?)",
-                                (s.id, s.title, s.path, s.url, s.publisher, s.date,
-                                 s.content_hash, s.added_at or now_iso(), r.text,
-                                 same_file_key(s)))
+            cur = self.db.executemany("DELETE FROM sources WHERE id = ?", [(s,) for s in dropped])
+            n_sources = int(meta["sources"]) - cur.rowcount + len(rows)
+            self.db.executemany("INSERT INTO sources VALUES (?,?,?,?,?,?,?,?,?,?)", (
+                (s.id, s.title, s.path, s.url, s.publisher, s.date, s.content_hash,
+                 s.added_at or now_iso(), r.text, same_file_key(s))
+                for r in rows for s in (r.source,)))
             lengths = postings.lengths
             self.db.executemany("INSERT INTO chunks VALUES (?,?,?,?,?,?,?,?)", (
                 (cid, r.source.id, c.start, c.end, c.text, c.hash, int(lengths[cid - lo]),
@@ -201,7 +237,6 @@ class Writer:
             if chunks:
                 self.db.execute("INSERT INTO segments VALUES (?,?,?,?,?)",
                                 (seg.name, lo, lo + len(chunks), len(chunks), kind))
-            n_sources = int(self.db.execute("SELECT count(*) FROM sources").fetchone()[0])
             self._set(next_id=lo + len(chunks), next_segment=number + 1,
                       live_chunks=int(meta["live_chunks"]) + len(chunks) - gone_len[0],
                       live_length=int(meta["live_length"]) + int(lengths.sum()) - gone_len[1],

@@ -53,7 +53,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import faiss
 import numpy as np
@@ -63,6 +63,9 @@ from .folder import STORE, connect, current_generation
 from .lexical import Lexical, Postings
 from .records import Chunk, Source
 from .vectors import SegmentedVectors, VectorIndex
+
+if TYPE_CHECKING:
+    from .plan import SourceLookup
 
 # 3: segments in one SQLite store per generation. 2 was one whole generation per update.
 FORMAT_VERSION = 3
@@ -149,8 +152,7 @@ class IndexWriter(Protocol):
     is_new: bool  # a first build or a rebuild: nothing stored yet
 
     def state(self) -> str: ...
-    def sources(self) -> dict[str, Source]: ...
-    def file_keys(self) -> dict[str, str]: ...
+    def lookup(self) -> SourceLookup: ...  # the indexed sources, for planning
     def chunks_kept(self, dropped: Sequence[str]) -> int: ...
     def reusable(self, hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, ChunkSentences]]: ...
     def apply(self, dropped: Sequence[str], rows: Sequence[SourceRows], embeddings: np.ndarray,

@@ -117,5 +117,9 @@ def test_updates_smoke(tmp_path):
         update_mb, reader_mb = (number(x) for x in row["peak MB update / reader"].split(" / "))
         assert 20 < update_mb < 5000 and 20 < reader_mb < 5000
         assert 0.5 < number(row["disk / fresh build"]) < 3
+    (small,) = parse_table(text.split("Small files:")[1])
+    assert number(small["files"]) == 200 and number(small["chunks"]) >= 200
+    assert number(small["load files/s"]) > number(small["build files/s"]) > 0
+    assert 0 < number(small["add one s"]) < 120
     same = text.split("fresh build after adds, an edit and a removal: ")[1].split()
     assert same[0] == same[2] and int(same[0]) > 0  # every question's top-10 matched

@@ -50,3 +50,22 @@ def test_giant_sentence_and_giant_word_are_cut_to_fit(embedder):
     assert all(text[c.start:c.end] == c.text for c in chunks)
     assert "".join(c.text for c in chunks).replace(" ", "").replace(".", "") == \
         text.replace(" ", "").replace(".", "")
+
+
+def test_additive_counting_gives_the_same_chunks_with_fewer_counts(embedder):
+    """The model's tokenizer splits at whitespace first, so whole chunks need no second count;
+    the chunks are exactly those made by counting every chunk again, giant words included."""
+    assert embedder.counts_add_up
+    texts = [load_path(p).text for p in sorted(SEEDS.glob("*.txt"))]
+    texts.append(("word " * 600).strip() + ". " + "x" * 3000 + " end. Short one. And more.")
+    for text in texts:
+        counted: dict[bool, list[str]] = {False: [], True: []}
+        made = {}
+        for additive in (False, True):
+            def count(parts, seen=counted[additive]):
+                seen.extend(parts)
+                return embedder.token_counts(parts)
+            made[additive] = chunk_text(text, "s", count, target_tokens=100, additive=additive)
+        assert made[True] == made[False]
+        assert len(counted[True]) < len(counted[False])
+        assert max(embedder.token_counts([c.text for c in made[True]])) <= embedder.max_tokens - 2

@@ -247,3 +247,40 @@ def test_equal_bm25_scores_are_cut_by_text_not_by_id():
     picked_a = {texts[i] for i in forward.top(a, 5)}
     picked_b = {texts[order.index(i)] for i in backward.top(b, 5)}
     assert picked_a == picked_b and len(picked_a) == 5
+
+
+def _source_statements(tmp_path: Path, standin: HashEmbedder, n: int, monkeypatch) -> list[str]:
+    """The SQL an update of one new file runs on the sources table of an index of n articles."""
+    tmp_path.mkdir()
+    lib = Library(tmp_path / "index", standin)
+    lib.update([str(articles(tmp_path, n))])
+    extra = tmp_path / "extra.md"
+    extra.write_text(article(10_000))
+    seen: list[str] = []
+    connect = segments.folder.connect
+
+    def traced(path: Path, *, readonly: bool) -> sqlite3.Connection:
+        db = connect(path, readonly=readonly)
+        db.set_trace_callback(seen.append)
+        return db
+
+    monkeypatch.setattr(segments.folder, "connect", traced)
+    assert lib.update([str(extra)]).added == [str(extra)]
+    monkeypatch.setattr(segments.folder, "connect", connect)
+    return [s for s in seen if "sources" in s and not s.lstrip().startswith(("CREATE", "DROP"))]
+
+
+def test_planning_one_file_reads_its_own_records_not_every_source(tmp_path, standin,
+                                                                   monkeypatch):
+    """Planning looks the offered file up by id, resolved path and hash in SQLite: as many
+    statements at 90 sources as at 30, and none of them scans the sources table."""
+    small = _source_statements(tmp_path / "small", standin, 30, monkeypatch)
+    big = _source_statements(tmp_path / "big", standin, 90, monkeypatch)
+    assert small and len(big) == len(small) <= 12
+    db = sqlite3.connect(current_generation(tmp_path / "big" / "index") / STORE)
+    try:
+        for sql in big:
+            plan = [r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql)]
+            assert not [p for p in plan if p.startswith("SCAN sources")], (sql, plan)
+    finally:
+        db.close()

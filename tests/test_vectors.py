@@ -133,3 +133,26 @@ def test_k_beyond_size_is_clamped_and_unknown_kind_refused(data):
         VectorIndex.build(chunks[:3], ids[:3], "lsh")
     with pytest.raises(ValueError):
         VectorIndex.build(chunks[:3], ids[:2], "flat")
+
+
+def test_approximate_segments_share_the_refine_budget_and_keep_recall(data):
+    """Four pq_sq8 segments re-rank a quarter of one index's candidates each (a flat one
+    takes no share), and together they find what one index of them all finds."""
+    from index.vectors import REFINE_K_FACTOR, SegmentedVectors
+
+    chunks, ids, questions = data
+    quarters = np.array_split(np.arange(N), 4)
+    parts = [VectorIndex.build(chunks[q], ids[q], "pq_sq8") for q in quarters]
+    small = VectorIndex.build(chunks[:10], ids[:10] + 10 * N, "flat")
+    whole = VectorIndex.build(chunks, ids, "pq_sq8")
+    both = SegmentedVectors([*parts, small], np.zeros(0, dtype=np.int64), int(ids.max()) + 10 * N,
+                            N + 10, 384)
+    factors = [faiss.downcast_index(p.index.index).k_factor for p in parts]
+    assert factors == [REFINE_K_FACTOR // 4] * 4
+    SegmentedVectors([whole], np.zeros(0, dtype=np.int64), int(ids.max()) + 1, N, 384)
+    assert faiss.downcast_index(whole.index.index).k_factor == REFINE_K_FACTOR
+    assert small.kind == "flat" and both.parts[-1] is small
+    split_only = SegmentedVectors(parts, np.zeros(0, dtype=np.int64), int(ids.max()) + 1, N, 384)
+    exact = VectorIndex.build(chunks, ids, "flat").search(questions, 10)[1]
+    split = recall_at_10(split_only.search(questions, 10)[1], exact)
+    assert split >= recall_at_10(whole.search(questions, 10)[1], exact) - 0.02 and split >= 0.9
