@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+from .chat_text import read_chat
 from .errors import CitebotError
 from .records import Answer
 
@@ -52,6 +53,7 @@ _PLURAL = re.compile(r"\b(they|them|their|theirs)\b", re.I)
 # for.
 _PLURAL_THING = re.compile(r"\b(?:the|these|those|his|her|their|its|our|\w+['’]s)\s+"
                            r"((?:[a-z][\w-]*\s+){0,2}[a-z][\w-]*[^s\W]s)\b", re.I)
+_OPENS_SENTENCE = re.compile(r"(?:^|[.!?:]['\"’”]?\s+|\n\s*)$")
 _SHORT = 3  # words: "how old?", "why though?", "where exactly?"
 # Capitalised words that are not what a conversation is about: question words, pronouns,
 # titles, weekdays. Kept small: anything else capitalised may be a name.
@@ -83,6 +85,11 @@ def names_in(text: str, lexicon: str = "") -> tuple[str, ...]:
     found: list[str] = []
     for m in _NAME_RUN.finditer(text):
         words = [w for w in m.group().split() if w.lower().strip("'’") not in _NOT_NAMES]
+        # A sentence opening with a verb's -ing form ("Praising Darroch ...", "Following the
+        # leak, ...") capitalises a word that is no name.
+        if words and words[0] == m.group().split()[0] and _OPENS_SENTENCE.search(
+                text[:m.start()]) and re.fullmatch(r"[A-Z][a-z]{2,}ing", words[0]):
+            words.pop(0)
         # Titles and possessives come first ("Britain's Prime Minister Theresa May"): the
         # last two words are the name.
         while len(words) > 1 and re.search(r"['’]s?$", words[0]):
@@ -136,6 +143,7 @@ def _as_turns(context: Sequence[Turn | str]) -> list[Turn]:
 
 def resolve(question: str, context: Sequence[Turn | str]) -> tuple[str, tuple[str, ...]]:
     """The query to retrieve with, and the names the question is about (own, then carried)."""
+    question = read_chat(question)
     own = names_in(question)
     turns = _as_turns(context)
     topic = _topic(turns)

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import check, ingest
 from .answer import AnswerSettings, build_answer
+from .chat_text import read_chat
 from .chunk import answer_units, chunk_text
 from .conversation import Turn, follow_up_query
 from .embed import Embedder
@@ -201,7 +202,9 @@ class Library:
         return answer if query == question else replace(answer, question=question)
 
     def _normalise(self, snap: Snapshot, query: str) -> str:
-        """The query as searched: misspelt words corrected against the index's words."""
+        """The query as searched: chat typing spelt out (`read_chat`), misspelt words
+        corrected against the index's words."""
+        query = read_chat(query)
         if not self.settings.retrieval.correct_spelling:
             return query
 

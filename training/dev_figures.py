@@ -94,6 +94,35 @@ def seed_figures(lib: Library) -> dict:
     return out
 
 
+def typed_figures(lib: Library) -> dict:
+    """The seed questions typed like a Discord user's (tests/data/typed_qa.jsonl): retrieval,
+    answers and refusals; and the follow-up conversations (typed_followups.jsonl) whose last
+    answer holds what it should, each asked with the earlier turns as context."""
+    from index.conversation import make_turn
+
+    rows = jsonl(DATA / "typed_qa.jsonl")
+    out = retrieval(lib, DATA / "typed_qa.jsonl")
+    got = {q["query"]: lib.ask(q["query"]) for q in rows}
+    answerable = [q for q in rows if q["answerable"]]
+    unanswerable = [q for q in rows if not q["answerable"]]
+    right = 0
+    for conv in jsonl(DATA / "typed_followups.jsonl"):
+        turns: list = []
+        for q in conv["turns"]:
+            a = lib.ask(q, context=turns)
+            turns.append(make_turn(q, a, turns))
+        right += holds(conv["answers"], a)
+    out.update({
+        "answer_holds": sum(holds(q["answers"], got[q["query"]]) for q in answerable),
+        "answerable": len(answerable),
+        "answerable_refused": sum(not got[q["query"]].answered for q in answerable),
+        "unanswerable_refused": sum(not got[q["query"]].answered for q in unanswerable),
+        "unanswerable": len(unanswerable),
+        "follow_ups_right": right,
+        "follow_ups": len(jsonl(DATA / "typed_followups.jsonl"))})
+    return out
+
+
 def citation_support(got: dict[str, Answer], lib: Library, labels: list[dict]) -> dict:
     """The share of shown citations that a labelled line says support the answer; quotes not
     labelled yet are counted apart."""
@@ -160,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give --seeds-index (and --squad-index, --squad2-index) or --sample")
     figures["seeds"] = seed_figures(Library(Path(args.seeds_index), embedder, SETTINGS))
     print("seeds", json.dumps(figures["seeds"]), flush=True)
+    figures["typed"] = typed_figures(Library(Path(args.seeds_index), embedder, SETTINGS))
+    print("typed", json.dumps(figures["typed"]), flush=True)
     if args.squad_index:
         lib = Library(Path(args.squad_index), embedder, SETTINGS)
         path = EVAL / "squad" / "queries.jsonl"

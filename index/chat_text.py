@@ -1,0 +1,88 @@
+"""Questions as people type them in chat, read as the sources would word them.
+
+Discord users write "@citebot wut did boris say abt darroch?? 💀", "whos the uk amb", "y did
+he quit". The bot's own words and tokens ("citebot", "1234567890" from a mention, "wut",
+"abt") are in no source: they would weigh as unknown words, mislead the search and make an
+answerable question look unanswerable. `read_chat` drops a leading mention, emoji and
+laughter, collapses repeated punctuation, restores the apostrophe of contractions typed
+without one ("didnt", "whats") and spells out common chat and news abbreviations ("abt",
+"w/", "ppl", "govt", "pm"). Words are only replaced whole and in lower case (people who
+type "US" or "PM" in capitals already wrote what the sources write). A question typed
+properly comes back unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# A mention of the bot, a user, a role or a channel, in Discord's wire form or as typed.
+_LEADING_MENTION = re.compile(r"^\s*(?:<[@#][!&]?\d+>|@[\w.-]+)[\s,:]*")
+_WIRE_MENTION = re.compile(r"<[@#][!&]?\d+>")
+_CUSTOM_EMOJI = re.compile(r"<a?:\w+:\d+>|(?<![\w:]):[a-z0-9_+-]+:(?![\w:])")
+_REPEATED = re.compile(r"([?!.,])(?:\s*[?!.,])+")
+_SPACES = re.compile(r"\s+")
+_WORD = re.compile(r"(?<![\w'’/])[a-z][a-z0-9]*(?:/(?:o\b)?)?(?![\w'’])")
+
+# Contractions typed without their apostrophe. Only forms that are not English words of
+# their own ("its", "were", "ill", "shed", "well", "lets" stay as they are).
+_CONTRACTIONS = {w.replace("'", ""): w for w in """
+didn't doesn't don't isn't aren't wasn't weren't hasn't haven't hadn't won't wouldn't
+couldn't shouldn't can't mustn't needn't what's who's where's when's how's why's that's
+there's here's he's she's it'll they're you're i'm i've you've they've we've he'd they'd
+you'd you'll they'll what're who're
+""".split()}
+
+# Chat shorthand and common news abbreviations, as whole lower-case words.
+_ABBREVIATIONS = {
+    "wut": "what", "wat": "what", "wht": "what", "whut": "what", "wot": "what",
+    "abt": "about", "bout": "about", "w/": "with", "w/o": "without", "ppl": "people",
+    "ur": "your", "reps": "representatives", "dc": "washington",
+    "yr": "year", "yrs": "years", "bc": "because", "cuz": "because", "coz": "because",
+    "tho": "though", "thru": "through", "rn": "right now", "b4": "before",
+    "govt": "government", "gov": "government", "dept": "department", "amb": "ambassador",
+    "pres": "president", "admin": "administration", "pm": "prime minister",
+    "fo": "foreign office", "wh": "white house", "acc": "according", "smth": "something",
+}
+# Single letters stand for a word only in a question typed all in lower case, between words:
+# "n" is also a variable, "y" a Spanish "and", "r" a letter someone asks about.
+_LETTERS = {"n": "and", "r": "are", "u": "you", "y": "why", "w": "with"}
+# Words that carry no question: laughter, politeness, hedges.
+_FILLERS = frozenset("lol lmao lmfao rofl pls plz tbh imo imho ngl btw smh thx ty bruh omg "
+                     "fr idk".split())
+
+
+def _is_emoji(ch: str) -> bool:
+    """Emoji and pictographs (not the degree sign or other symbols text uses)."""
+    return (unicodedata.category(ch) in ("So", "Cs", "Co") and ord(ch) >= 0x2190) or \
+        ch in "\u200d\ufe0f\ufe0e" or 0x1F3FB <= ord(ch) <= 0x1F3FF
+
+
+def read_chat(question: str) -> str:
+    """The question with chat typing spelt out; unchanged when typed properly."""
+    text = _LEADING_MENTION.sub("", question, count=1)
+    text = _WIRE_MENTION.sub(" ", text)
+    text = _CUSTOM_EMOJI.sub(" ", text)
+    text = "".join(" " if _is_emoji(ch) else ch for ch in text)
+    text = _REPEATED.sub(lambda m: m.group(1) if m.group(1) != "." else m.group(), text)
+
+    chat_case = not any(ch.isupper() for ch in text)
+
+    def spell(m: re.Match) -> str:
+        word = m.group()
+        if word in _LETTERS:
+            alone = re.fullmatch(r"(?:^|.*\s)", text[: m.start()], re.S) and \
+                re.match(r"\s+[a-z]", text[m.end():])
+            return _LETTERS[word] if chat_case and alone else word
+        if word in _FILLERS:
+            return ""
+        if word in _CONTRACTIONS:
+            return _CONTRACTIONS[word]
+        if word in ("pm", "am") and re.search(r"\d\s*$", text[: m.start()]):
+            return word  # "3 pm" is a time
+        return _ABBREVIATIONS.get(word, word)
+
+    text = _WORD.sub(spell, text)
+    text = _SPACES.sub(" ", text).strip()
+    text = re.sub(r"\s+([?!.,])", r"\1", text)
+    return text or question.strip()
