@@ -143,12 +143,12 @@ def _as_turns(context: Sequence[Turn | str]) -> list[Turn]:
 
 def resolve(question: str, context: Sequence[Turn | str]) -> tuple[str, tuple[str, ...]]:
     """The query to retrieve with, and the names the question is about (own, then carried)."""
-    question = read_chat(question)
     own = names_in(question)
     turns = _as_turns(context)
     topic = _topic(turns)
+    typed, question = question, read_chat(question)
     if topic is None or not is_follow_up(question):
-        return question, own
+        return typed, own
     said = question.lower()
     carried = [n for n in _dedupe(topic.names + topic.answer_names[:ANSWER_NAMES])
                if not re.search(rf"\b{re.escape(n.lower())}\b", said)]
@@ -156,7 +156,7 @@ def resolve(question: str, context: Sequence[Turn | str]) -> tuple[str, tuple[st
     if about:
         # "what about Hunt?" asks the last question again of someone else: put the new name
         # where the old subject was ("what did Hunt call Darroch?").
-        base = (topic.query or topic.question).strip()
+        base = read_chat(topic.query or topic.question)
         rest = about.group("rest")
         subject = topic.names[0] if topic.names else None
         hit = re.search(rf"\b{re.escape(subject)}\b", base, re.I) if subject else None
@@ -173,7 +173,7 @@ def resolve(question: str, context: Sequence[Turn | str]) -> tuple[str, tuple[st
     if not (topic.names or topic.answer_names):
         # Nothing recognisably named ("what did the leak reveal?"): the earlier question's
         # own words are the best guess at the subject.
-        return f"{stripped} {topic.query or topic.question}", own
+        return f"{stripped} {read_chat(topic.query or topic.question)}", own
     extra = " ".join(carried[:MAX_CARRIED])
     return (f"{stripped} {extra}" if extra else stripped), _dedupe(own + topic.names)[:MAX_CARRIED]
 

@@ -147,9 +147,11 @@ SETTINGS = Settings()
 
 
 def sample_figures(seeds: Library, squad: Library, keep: list | None = None) -> dict:
-    """The fixed sample's figures: seeds, and the sample's SQuAD v1.1 and 2.0 questions on
+    """The fixed sample's figures: seeds (the dev questions and those typed like a Discord
+    user's), and the sample's SQuAD v1.1 and 2.0 questions on
     squad, an index of SAMPLE / "corpus"; keep receives the SQuAD 2.0 answers."""
-    return {"seeds": seed_figures(seeds), "squad": retrieval(squad, SAMPLE / "squad.jsonl"),
+    return {"seeds": seed_figures(seeds), "typed": typed_figures(seeds),
+            "squad": retrieval(squad, SAMPLE / "squad.jsonl"),
             "squad2": squad2_figures(squad, jsonl(SAMPLE / "squad2.jsonl"), keep)}
 
 
