@@ -99,10 +99,26 @@ def names_in(text: str, lexicon: str = "") -> tuple[str, ...]:
             found.append(name)
     if lexicon:
         capital = {w.lower(): w for w in _WORD.findall(lexicon) if w[0].isupper()}
-        for w in _WORD.findall(text):
-            if w[0].islower() and w in capital and w not in _NOT_NAMES:
-                found.append(capital[w])
+        run: list[str] = []  # "liam fox" is one name when the lexicon says "Liam Fox"
+        end = 0
+        for m in _WORD.finditer(text):
+            w = m.group()
+            if not (w[0].islower() and w in capital and w not in _NOT_NAMES):
+                continue
+            if run and not text[end:m.start()].isspace():
+                found.extend(_joined(run, lexicon))
+                run = []
+            run.append(capital[w])
+            end = m.end()
+        found.extend(_joined(run, lexicon))
     return _dedupe(found)
+
+
+def _joined(words: list[str], lexicon: str) -> list[str]:
+    """Consecutive name words as one name when the lexicon writes them together."""
+    if len(words) > 1 and " ".join(words) in lexicon:
+        return [" ".join(words)]
+    return words
 
 
 def is_follow_up(question: str) -> bool:

@@ -102,7 +102,9 @@ def correct_spelling(query: str, lookup: Callable[[list[str]], dict[str, int]],
     lookup(words) gives how many chunks hold each known word. A word of five letters or more
     that no chunk holds, in no form (its stem), and that is_word does not know either becomes
     the one-edit variant held by the most chunks (at least two, so one odd spelling in the
-    sources does not attract queries); other words stay as typed. is_word keeps real words
+    sources does not attract queries, unless it is the word's only one-edit variant: a
+    small index names "Durham" once, and "durhm" can mean nothing else in it); other words
+    stay as typed. is_word keeps real words
     the sources happen not to use ("banish" must not become "danish").
     """
     words = {w.lower() for w in _WORD.findall(query)
@@ -116,11 +118,16 @@ def correct_spelling(query: str, lookup: Callable[[list[str]], dict[str, int]],
             continue
         cands = lookup(sorted(_edits(w)))
         best = max(cands.items(), key=lambda kv: (kv[1], kv[0]), default=("", 0))
-        if best[1] >= 2:
+        if best[1] >= 2 or len(cands) == 1:
             fixes[w] = best[0]
     if not fixes:
         return query
-    return _WORD.sub(lambda m: fixes.get(m.group().lower(), m.group()), query)
+    def fix(m: re.Match) -> str:
+        word = m.group()
+        new = fixes.get(word.lower(), word)
+        return new.capitalize() if word[0].isupper() and new != word else new
+
+    return _WORD.sub(fix, query)
 
 
 EMPTY = "\x00empty"  # the one token of a chunk with no word: it still counts as a document

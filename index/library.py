@@ -86,6 +86,11 @@ class UpdateReport:
         return self.generation is not None
 
 
+# Prefixes that make words of words: a misspelling is rarely one of them on a real word.
+_PREFIXES = ("un", "re", "non", "dis", "mis", "pre", "over", "under", "anti", "inter", "out",
+             "sub", "de", "co")
+
+
 class Library:
     """An index folder plus the model that embeds for it."""
 
@@ -208,10 +213,15 @@ class Library:
         if not self.settings.retrieval.correct_spelling:
             return query
 
+        def whole(word: str) -> bool:
+            return snap.lexical.knows(word) or self.embedder.token_counts([word]) == [1]
+
         def is_word(word: str) -> bool:
             # A word the sources use in another form, or one the model's vocabulary holds
-            # whole, is a word; a misspelling splits into pieces.
-            return snap.lexical.knows(word) or self.embedder.token_counts([word]) == [1]
+            # whole, is a word; a misspelling splits into pieces. So is a prefix on such a
+            # word ("unmodified" is not "uncodified").
+            return whole(word) or any(word.startswith(p) and len(word) - len(p) >= 4 and
+                                      whole(word[len(p):]) for p in _PREFIXES)
 
         return correct_spelling(query, snap.word_counts, is_word)
 

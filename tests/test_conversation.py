@@ -284,3 +284,13 @@ def test_typed_follow_up_kinds_on_the_seeds(conv, seeds_library):
         turns.append(make_turn(question, answer, turns))
     assert answer.answered and any(a.lower() in answer.answer.lower() for a in conv["answers"]), \
         (conv["kind"], turns[-1].query, answer.answer)
+
+
+def test_a_full_name_typed_in_lower_case_is_one_name():
+    answer = "British Trade Minister Liam Fox said he was with Sir Kim."
+    turn = make_turn("what did liam fox say abt kim", Answer("q", True, answer), [])
+    assert turn.names[:2] == ("Liam Fox", "Kim")
+    # "what about X?" replaces the whole name, not its first word.
+    assert follow_up_query("what about meyer?", [turn]) == "what did meyer say about kim"
+    # Words that are apart in the question stay apart.
+    assert names_in("did trump call darroch", lexicon="Darroch Trump") == ("Trump", "Darroch")

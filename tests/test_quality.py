@@ -156,6 +156,9 @@ def test_spelling_is_corrected_against_the_indexed_words():
     assert correct_spelling("who defended Darroch", lookup) == "who defended Darroch"
     assert correct_spelling("who defnded it", lookup, lambda w: True) == "who defnded it"
     assert correct_spelling("Paris is lovely", lookup) == "Paris is lovely"
+    # A variant held by one chunk only when nothing else is one edit away.
+    counts.update({"durham": 1, "school": 1, "spool": 1})
+    assert correct_spelling("the durhm law scool", lookup) == "the durham law scool"
 
 
 def test_a_misspelt_question_finds_what_the_spelt_one_finds(seeds_library):
