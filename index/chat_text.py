@@ -36,6 +36,7 @@ you'd you'll they'll what're who're
 # Chat shorthand and common news abbreviations, as whole lower-case words.
 _ABBREVIATIONS = {
     "wut": "what", "wat": "what", "wht": "what", "whut": "what", "wot": "what",
+    "wats": "what's", "wuts": "what's",
     "abt": "about", "bout": "about", "w/": "with", "w/o": "without", "ppl": "people",
     "ur": "your", "reps": "representatives", "dc": "washington",
     "yr": "year", "yrs": "years", "bc": "because", "cuz": "because", "coz": "because",
