@@ -278,12 +278,11 @@ def test_typed_follow_up_kinds_on_the_seeds(conv, seeds_library):
     """Conversations typed like a Discord user's, one follow-up kind each (he/she = the person
     answered, they = the plural thing asked about, it = the thing answered, "what about X?",
     "where/when was that?"): the last answer holds what it should."""
-    turns: list[Turn] = []
-    for question in conv["turns"]:
-        answer = seeds_library.ask(question, context=turns)
-        turns.append(make_turn(question, answer, turns))
+    from training.dev_figures import converse
+
+    query, answer = converse(seeds_library, conv["turns"])
     assert answer.answered and any(a.lower() in answer.answer.lower() for a in conv["answers"]), \
-        (conv["kind"], turns[-1].query, answer.answer)
+        (conv["kind"], query, answer.answer)
 
 
 def test_a_full_name_typed_in_lower_case_is_one_name():

@@ -80,14 +80,9 @@ def seed_figures(lib: Library) -> dict:
     off = [q for q in cal if q["kind"] == "off_topic"]
     got = {q["query"]: lib.ask(q["query"]) for q in answerable + unanswerable + off}
     out = retrieval(lib, DATA / "eval" / "dev_qa.jsonl")
-    out.update({
-        "answer_holds": sum(holds(q["answers"], got[q["query"]]) for q in answerable),
-        "answerable": len(answerable),
-        "answerable_refused": sum(not got[q["query"]].answered for q in answerable),
-        "unanswerable_refused": sum(not got[q["query"]].answered for q in unanswerable),
-        "unanswerable": len(unanswerable),
-        "off_topic_refused": sum(not got[q["query"]].answered for q in off),
-        "off_topic": len(off)})
+    out.update(answer_figures(got, answerable, unanswerable))
+    out.update({"off_topic_refused": sum(not got[q["query"]].answered for q in off),
+                "off_topic": len(off)})
     support = DATA / "citation_support.jsonl"
     if support.exists():
         out.update(citation_support(got, lib, jsonl(support)))
@@ -98,29 +93,38 @@ def typed_figures(lib: Library) -> dict:
     """The seed questions typed like a Discord user's (tests/data/typed_qa.jsonl): retrieval,
     answers and refusals; and the follow-up conversations (typed_followups.jsonl) whose last
     answer holds what it should, each asked with the earlier turns as context."""
-    from index.conversation import make_turn
-
     rows = jsonl(DATA / "typed_qa.jsonl")
     out = retrieval(lib, DATA / "typed_qa.jsonl")
     got = {q["query"]: lib.ask(q["query"]) for q in rows}
-    answerable = [q for q in rows if q["answerable"]]
-    unanswerable = [q for q in rows if not q["answerable"]]
-    right = 0
-    for conv in jsonl(DATA / "typed_followups.jsonl"):
-        turns: list = []
-        for q in conv["turns"]:
-            a = lib.ask(q, context=turns)
-            turns.append(make_turn(q, a, turns))
-        right += holds(conv["answers"], a)
-    out.update({
-        "answer_holds": sum(holds(q["answers"], got[q["query"]]) for q in answerable),
-        "answerable": len(answerable),
-        "answerable_refused": sum(not got[q["query"]].answered for q in answerable),
-        "unanswerable_refused": sum(not got[q["query"]].answered for q in unanswerable),
-        "unanswerable": len(unanswerable),
-        "follow_ups_right": right,
-        "follow_ups": len(jsonl(DATA / "typed_followups.jsonl"))})
+    out.update(answer_figures(got, [q for q in rows if q["answerable"]],
+                              [q for q in rows if not q["answerable"]]))
+    convs = jsonl(DATA / "typed_followups.jsonl")
+    out.update({"follow_ups_right": sum(holds(c["answers"], converse(lib, c["turns"])[1])
+                                        for c in convs),
+                "follow_ups": len(convs)})
     return out
+
+
+def converse(lib: Library, questions: Sequence[str]) -> tuple[str, Answer]:
+    """Ask questions one after another as one conversation: the last query retrieved with
+    (the follow-up rewrite) and the last answer."""
+    from index.conversation import make_turn
+
+    turns: list = []
+    for q in questions:
+        answer = lib.ask(q, context=turns)
+        turns.append(make_turn(q, answer, turns))
+    return turns[-1].query, answer
+
+
+def answer_figures(got: dict[str, Answer], answerable: list[dict],
+                   unanswerable: list[dict]) -> dict:
+    """How many answers hold an answer string, and how many of each kind were refused."""
+    return {"answer_holds": sum(holds(q["answers"], got[q["query"]]) for q in answerable),
+            "answerable": len(answerable),
+            "answerable_refused": sum(not got[q["query"]].answered for q in answerable),
+            "unanswerable_refused": sum(not got[q["query"]].answered for q in unanswerable),
+            "unanswerable": len(unanswerable)}
 
 
 def citation_support(got: dict[str, Answer], lib: Library, labels: list[dict]) -> dict:
