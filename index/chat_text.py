@@ -1,14 +1,15 @@
 """Questions as people type them in chat, read as the sources would word them.
 
-Discord users write "@citebot wut did boris say abt darroch?? 💀", "whos the uk amb", "y did
-he quit". The bot's own words and tokens ("citebot", "1234567890" from a mention, "wut",
-"abt") are in no source: they would weigh as unknown words, mislead the search and make an
-answerable question look unanswerable. `read_chat` drops a leading mention, emoji and
-laughter, collapses repeated punctuation, restores the apostrophe of contractions typed
-without one ("didnt", "whats") and spells out common chat and news abbreviations ("abt",
-"w/", "ppl", "govt", "pm"). Words are only replaced whole and in lower case (people who
-type "US" or "PM" in capitals already wrote what the sources write). A question typed
-properly comes back unchanged.
+Discord users write "@citebot wut did boris say abt darroch?? 💀", "whos the uk amb", "hey
+can u tell me y he quit". The bot's own words and tokens ("citebot", "1234567890" from a
+mention, "wut", "abt", "tell me") are in no source: they would weigh as unknown words,
+mislead the search and make an answerable question look unanswerable. `read_chat` drops a
+leading mention, a greeting or request before the question ("hey", "can you tell me", "does
+anyone know"), emoji and laughter, collapses repeated punctuation, restores the apostrophe of
+contractions typed without one ("didnt", "whats") and spells out common chat and news
+abbreviations ("abt", "w/", "ppl", "govt", "pm"). Words are only replaced whole and in lower
+case (people who type "US" or "PM" in capitals already wrote what the sources write). A
+question typed properly comes back unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ import unicodedata
 
 # A mention of the bot, a user, a role or a channel, in Discord's wire form or as typed.
 _LEADING_MENTION = re.compile(r"^\s*(?:<[@#][!&]?\d+>|@[\w.-]+)[\s,:]*")
+# What people put before the question itself: a greeting (with the bot's name), a request.
+# A greeting word counts only before punctuation or a lower-case word ("Hello Kitty" stays).
+_WRAPPER = re.compile(
+    r"^(?:(?i:hey|hi|hello|yo|ok|okay|um+|uh+|quick question|question)"
+    r"(?:\s*[,:!.-]+\s*|\s+(?=[a-z]))(?:(?i:there|bot|citebot)\b[\s,:!.-]*)?)*"
+    r"(?i:(?:(?:can|could|would|will) (?:you|u|ya|anyone|someone|somebody) )?"
+    r"(?:pls |plz |please )?(?:tell|explain to|remind) (?:me|us)\b[\s,:]*"
+    r"|(?:do|does) (?:you|u|ya|anyone|anybody|any1|someone|somebody) (?:know|remember)\b"
+    r"[\s,:]*|i (?:wanna|want to|would like to|need to) know\b[\s,:]*"
+    r"|i(?: was)? wonder(?:ing|ed)?\b[\s,:]*)?")
 _WIRE_MENTION = re.compile(r"<[@#][!&]?\d+>")
 _CUSTOM_EMOJI = re.compile(r"<a?:\w+:\d+>|(?<![\w:]):[a-z0-9_+-]+:(?![\w:])")
 _REPEATED = re.compile(r"([?!.,])(?:\s*[?!.,])+")
@@ -62,6 +73,7 @@ def _is_emoji(ch: str) -> bool:
 def read_chat(question: str) -> str:
     """The question with chat typing spelt out; unchanged when typed properly."""
     text = _LEADING_MENTION.sub("", question, count=1)
+    text = _WRAPPER.sub("", text, count=1)
     text = _WIRE_MENTION.sub(" ", text)
     text = _CUSTOM_EMOJI.sub(" ", text)
     text = "".join(" " if _is_emoji(ch) else ch for ch in text)

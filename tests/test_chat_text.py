@@ -17,6 +17,9 @@ from index.chat_text import read_chat
      "are people angry and did the government say something"),
     ("whats the deal w trump :thinking:", "what's the deal with trump"),
     ("how many yrs was he in dc <:pepe:123456>", "how many years was he in washington"),
+    ("hey can u tell me wut trump called him", "what trump called him"),
+    ("Hi bot, does anyone know who quit?", "who quit?"),
+    ("ok quick question: i wanna know when may steps down", "when may steps down"),
 ])
 def test_chat_typing_is_spelt_out(typed, meant):
     assert read_chat(typed) == meant
@@ -31,6 +34,8 @@ def test_chat_typing_is_spelt_out(typed, meant):
     "What did the US ambassador say about the PM's letter?",
     "who defended Darroch?",
     "how did hunt react once darroch had resigned",
+    "Hello Kitty's creator is who?",  # a greeting word that is part of a name
+    "so what did he say?",  # "so" leads a follow-up
 ])
 def test_questions_typed_properly_are_left_alone(question):
     assert read_chat(question) == question
