@@ -5,11 +5,12 @@ can u tell me y he quit". The bot's own words and tokens ("citebot", "1234567890
 mention, "wut", "abt", "tell me") are in no source: they would weigh as unknown words,
 mislead the search and make an answerable question look unanswerable. `read_chat` drops a
 leading mention, a greeting or request before the question ("hey", "can you tell me", "does
-anyone know"), emoji and laughter, collapses repeated punctuation, restores the apostrophe of
-contractions typed without one ("didnt", "whats") and spells out common chat and news
-abbreviations ("abt", "w/", "ppl", "govt", "pm"). Words are only replaced whole and in lower
-case (people who type "US" or "PM" in capitals already wrote what the sources write). A
-question typed properly comes back unchanged.
+anyone know"), Discord markdown ("**", "_", "||", "`"), emoji and laughter, collapses
+repeated punctuation, restores the apostrophe of contractions typed without one ("didnt",
+"whats") and spells out common chat and news abbreviations ("abt", "w/", "ppl", "govt",
+"pm"). Words are only replaced whole and in lower case (people who type "US" or "PM" in
+capitals already wrote what the sources write). A question typed properly comes back
+unchanged.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ _WRAPPER = re.compile(
     r"|i(?: was)? wonder(?:ing|ed)?\b[\s,:]*)?")
 _WIRE_MENTION = re.compile(r"<[@#][!&]?\d+>")
 _CUSTOM_EMOJI = re.compile(r"<a?:\w+:\d+>|(?<![\w:]):[a-z0-9_+-]+:(?![\w:])")
+# Discord markdown around words: **bold**, *italic*, _italic_, __underline__, ~~strike~~,
+# ||spoiler||, `code`, and a "> " quote at the start of a line.
+_MARKDOWN = re.compile(r"\*\*|~~|\|\||`+|(?<![\w*])(?:\*|_{1,2})(?=[^\W_])|"
+                       r"(?<=[^\W_])(?:\*|_{1,2})(?![\w*])|^\s*>+\s?", re.M)
 _REPEATED = re.compile(r"([?!.,])(?:\s*[?!.,])+")
 _SPACES = re.compile(r"\s+")
 _WORD = re.compile(r"(?<![\w'’/])[a-z][a-z0-9]*(?:/(?:o\b)?)?(?![\w'’])")
@@ -72,7 +77,8 @@ def _is_emoji(ch: str) -> bool:
 
 def read_chat(question: str) -> str:
     """The question with chat typing spelt out; unchanged when typed properly."""
-    text = _LEADING_MENTION.sub("", question, count=1)
+    text = _MARKDOWN.sub("", question)
+    text = _LEADING_MENTION.sub("", text, count=1)
     text = _WRAPPER.sub("", text, count=1)
     text = _WIRE_MENTION.sub(" ", text)
     text = _CUSTOM_EMOJI.sub(" ", text)

@@ -20,6 +20,8 @@ from index.chat_text import read_chat
     ("hey can u tell me wut trump called him", "what trump called him"),
     ("Hi bot, does anyone know who quit?", "who quit?"),
     ("ok quick question: i wanna know when may steps down", "when may steps down"),
+    ("wut did **trump** call _darroch_ ||lol||", "what did trump call darroch"),
+    ("> who quit\nwhy tho", "who quit why though"),
 ])
 def test_chat_typing_is_spelt_out(typed, meant):
     assert read_chat(typed) == meant
@@ -36,6 +38,8 @@ def test_chat_typing_is_spelt_out(typed, meant):
     "how did hunt react once darroch had resigned",
     "Hello Kitty's creator is who?",  # a greeting word that is part of a name
     "so what did he say?",  # "so" leads a follow-up
+    "Silicates of magnesium and iron make up of the Earth's ___",  # a blank, not markdown
+    "what is snake_case",
 ])
 def test_questions_typed_properly_are_left_alone(question):
     assert read_chat(question) == question
