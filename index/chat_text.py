@@ -90,7 +90,7 @@ def read_chat(question: str) -> str:
     def spell(m: re.Match) -> str:
         word = m.group()
         if word in _LETTERS:
-            alone = re.fullmatch(r"(?:^|.*\s)", text[: m.start()], re.S) and \
+            alone = (m.start() == 0 or text[m.start() - 1].isspace()) and \
                 re.match(r"\s+[a-z]", text[m.end():])
             return _LETTERS[word] if chat_case and alone else word
         if word in _FILLERS:

@@ -91,6 +91,16 @@ def sqlite_uri(path: Path, **params: str) -> str:
     return f"file:{urllib.parse.quote(str(path.absolute()))}" + (f"?{query}" if query else "")
 
 
+def storable(text: str) -> bool:
+    """Whether SQLite can hold the text: undecodable bytes (argv, a file name, a JSON escape)
+    arrive as lone surrogates, which UTF-8 cannot encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     """A connection that manages its own transactions (isolation_level None)."""
     if not readonly:

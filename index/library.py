@@ -23,7 +23,7 @@ from .chunk import answer_units, chunk_text
 from .conversation import Turn, follow_up_query
 from .embed import Embedder
 from .errors import BadQuery, CitebotError, IndexCorrupt, IndexNotFound
-from .folder import current_generation, write_lock
+from .folder import current_generation, storable, write_lock
 from .lexical import correct_spelling
 from .paths import path_within
 from .plan import Planner, chunks_to_embed
@@ -165,10 +165,8 @@ class Library:
     # -- answering -----------------------------------------------------------------------
 
     def _check_query(self, text: str) -> str:
-        try:  # undecodable bytes arrive as lone surrogates (argv, a file, a JSON escape)
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise BadQuery("the question is not valid UTF-8 text") from exc
+        if not storable(text):
+            raise BadQuery("the question is not valid UTF-8 text")
         text = text.strip()
         if not text:
             raise BadQuery("the question is empty")

@@ -136,9 +136,7 @@ def ranked_hits(snap: Snapshot, cands: Candidates, learned: np.ndarray | None,
         if sentence_slot and len(order) > sentence_slot:
             order = keep_in_slot(order, int(np.argmax(
                 cands.features[:, PASSAGE_FEATURES.index("best_sentence")])), sentence_slot)
-    # A store that searches itself reads only the hits' sources; the local one holds them all.
-    sources = snap.sources({c.source_id for c in cands.chunks}) \
-        if hasattr(snap, "candidates") else snap.sources()
+    sources = snap.sources({c.source_id for c in cands.chunks})
     hits = []
     for rank, i in enumerate(order[:k], 1):
         chunk = cands.chunks[int(i)]

@@ -79,16 +79,6 @@ def _commit(db: sqlite3.Connection) -> None:
     db.execute("COMMIT")
 
 
-def _storable(text: str) -> bool:
-    """Whether SQLite can hold the text: a name with undecodable bytes (surrogates, as
-    os.fsdecode gives them) cannot be stored, so no stored source has it."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 class StoreLookup:
     """The SourceLookup planning uses (index/plan.py): each question is one indexed query."""
 
@@ -96,12 +86,12 @@ class StoreLookup:
         self.db = db
 
     def _ids(self, where: str, *args: str) -> list[str]:
-        if not all(map(_storable, args)):
+        if not all(map(folder.storable, args)):  # no stored source has such a name
             return []
         return [r[0] for r in self.db.execute(f"SELECT id FROM sources WHERE {where}", args)]
 
     def get(self, sid: str) -> Source | None:
-        if not _storable(sid):
+        if not folder.storable(sid):
             return None
         row = self.db.execute(f"SELECT {_SOURCE_FIELDS} FROM sources WHERE id = ?",
                               (sid,)).fetchone()

@@ -50,7 +50,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -137,7 +137,7 @@ class IndexReader(Protocol):
 
     @property
     def generation(self) -> str: ...
-    def sources(self) -> dict[str, Source]: ...
+    def sources(self, ids: Iterable[str] | None = None) -> dict[str, Source]: ...
     def chunks(self, ids: list[int]) -> dict[int, Chunk]: ...
     def embeddings(self, ids: list[int]) -> np.ndarray: ...
     def sentences(self, ids: list[int]) -> dict[int, ChunkSentences]: ...
@@ -224,15 +224,18 @@ class Snapshot:
                 raise IndexCorrupt("the index database is damaged",
                                    path=self.folder / STORE) from exc
 
-    def sources(self) -> dict[str, Source]:
-        """Every source by id, with its chunk count."""
+    def sources(self, ids: Iterable[str] | None = None) -> dict[str, Source]:
+        """Source records by id, with their chunk counts: the given ones, or all (read once
+        per snapshot)."""
         if self._sources is None:
             rows = self._query(
                 "SELECT s.id, s.title, s.path, s.url, s.publisher, s.date, s.content_hash,"
                 " s.added_at, (SELECT count(*) FROM chunks c WHERE c.source_id = s.id)"
                 " FROM sources s ORDER BY s.added_at, s.path, s.url")
             self._sources = {r[0]: Source(*r) for r in rows}
-        return self._sources
+        if ids is None:
+            return self._sources
+        return {i: self._sources[i] for i in ids if i in self._sources}
 
     def _missing(self, ids: Sequence[int], found: object) -> None:
         gone = [int(i) for i in ids if int(i) not in found]  # type: ignore[operator]
