@@ -332,8 +332,8 @@ class Lexical:
         """BM25 score of every chunk id below bound for the query (0 for removed ids)."""
         return self._scored(query)[0]
 
-    def _scored(self, query: str) -> tuple[np.ndarray, list[np.ndarray]]:
-        """scores(), and per known stem (rarest first) the ids of the chunks holding it."""
+    def _scored(self, query: str) -> tuple[np.ndarray, list[list]]:
+        """scores(), and per known stem, rarest first, its live postings."""
         out = np.zeros(self.bound, dtype=np.float32)
         stems = tokenize(query)
         terms = self._terms(stems)
@@ -342,9 +342,9 @@ class Lexical:
                 idf, live = terms[stem]
                 for j, docs, tfs in live:
                     out[self.parts[j].lo:][docs] += self._weights(idf, j, docs, tfs)
-        rarest = sorted(terms, key=lambda s: sum(len(d) for _, d, _ in terms[s][1]))
-        return out, [np.concatenate([self.parts[j].lo + docs.astype(np.int64)
-                                     for j, docs, _ in terms[s][1]]) for s in rarest]
+        held = sorted((live for _, live in terms.values()),
+                      key=lambda live: sum(len(docs) for _, docs, _ in live))
+        return out, held
 
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(top(scores(query), k), scores(query)), the top found among the chunks holding
@@ -353,15 +353,18 @@ class Lexical:
         # The k-th best score among the chunks of the rarest stems is a floor for the k-th
         # best of all: only chunks at or above it are candidates.
         floor, seen = 0.0, np.zeros(0, dtype=np.int64)
-        for ids in held:
-            seen = np.union1d(seen, ids)
+        for n, live in enumerate(held):
+            ids = np.concatenate([self.parts[j].lo + docs for j, docs, _ in live])
+            seen = np.union1d(seen, ids) if n else ids  # one stem's ids are distinct
             if len(seen) >= k:
                 vals = out[seen]
                 floor = float(np.partition(vals, len(vals) - k)[len(vals) - k])
                 break
         if floor <= 0:
             return self.top(out, k), out
-        cand = np.unique(np.concatenate([ids[out[ids] >= floor] for ids in held]))
+        cand = np.unique(np.concatenate(
+            [self.parts[j].lo + docs[out[self.parts[j].lo:][docs] >= floor]
+             for live in held for j, docs, _ in live]).astype(np.int64))
         return self._cut(cand, out[cand], k), out
 
     def _cut(self, ids: np.ndarray, vals: np.ndarray, k: int) -> np.ndarray:
