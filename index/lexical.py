@@ -354,7 +354,8 @@ class Lexical:
         # best of all: only chunks at or above it are candidates.
         floor, seen = 0.0, np.zeros(0, dtype=np.int64)
         for n, live in enumerate(held):
-            ids = np.concatenate([self.parts[j].lo + docs for j, docs, _ in live])
+            ids = np.concatenate([self.parts[j].lo + docs.astype(np.int64)
+                                  for j, docs, _ in live])
             seen = np.union1d(seen, ids) if n else ids  # one stem's ids are distinct
             if len(seen) >= k:
                 vals = out[seen]
@@ -363,8 +364,8 @@ class Lexical:
         if floor <= 0:
             return self.top(out, k), out
         cand = np.unique(np.concatenate(
-            [self.parts[j].lo + docs[out[self.parts[j].lo:][docs] >= floor]
-             for live in held for j, docs, _ in live]).astype(np.int64))
+            [self.parts[j].lo + docs[out[self.parts[j].lo:][docs] >= floor].astype(np.int64)
+             for live in held for j, docs, _ in live]))
         return self._cut(cand, out[cand], k), out
 
     def _cut(self, ids: np.ndarray, vals: np.ndarray, k: int) -> np.ndarray:
