@@ -70,11 +70,6 @@ if TYPE_CHECKING:
 # 3: segments in one SQLite store per generation. 2 was one whole generation per update.
 FORMAT_VERSION = 3
 
-# Readers map the store file (SQLite caps this at 2 GB) instead of copying each page they
-# read: at 1M chunks a question's row reads took 1.6 ms instead of 2.1, at 6k 1.1 instead of
-# 1.4. The file is never truncated under a reader (no VACUUM), which mapping requires.
-READ_MMAP = 1 << 31
-
 # Sentence vectors are only compared, never searched: half precision keeps three digits of
 # cosine and halves the largest table.
 SENTENCE_DTYPE = np.float16
@@ -184,7 +179,6 @@ class Snapshot:
         db_path = store_file(self.folder)
         try:
             self.db = connect(db_path, readonly=True)
-            self.db.execute(f"PRAGMA mmap_size = {READ_MMAP}")
             self.db.execute("BEGIN")
             meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
             segments = self.db.execute(
