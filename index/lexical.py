@@ -238,22 +238,15 @@ class Postings:
         """Read a segment's postings, arrays memory-mapped; IndexCorrupt when damaged."""
         try:
             names = json.loads((folder / "terms.json").read_text(encoding="utf-8"))
-            arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r", allow_pickle=False)
-                      for n in _FILES}
+            # Plain views of the maps: slicing a np.memmap costs a Python hook per slice.
+            arrays = {n: np.asarray(np.load(folder / f"{n}.npy", mmap_mode="r",
+                                            allow_pickle=False)) for n in _FILES}
         except (OSError, ValueError) as exc:
             raise IndexCorrupt("the BM25 files are damaged", path=folder) from exc
         if len(arrays["indptr"]) != len(names) + 1 or len(arrays["docs"]) != len(arrays["tfs"]) \
                 or len(arrays["keys"]) != len(arrays["lengths"]):
             raise IndexCorrupt("the BM25 files are damaged", path=folder)
         return cls(lo, {t: i for i, t in enumerate(names)}, **arrays)
-
-    def postings(self, stem: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(chunk ids, term frequencies) of a stem, or None when no chunk here holds it."""
-        row = self.terms.get(stem)
-        if row is None:
-            return None
-        a, b = int(self.indptr[row]), int(self.indptr[row + 1])
-        return self.docs[a:b].astype(np.int64) + self.lo, self.tfs[a:b]
 
 
 class Lexical:
@@ -272,11 +265,16 @@ class Lexical:
         self._n, self.bound = int(n_docs), int(bound)
         self.avgdl = total_length / n_docs if n_docs else 1.0
         ends = [p.lo + len(p.lengths) for p in self.parts]
-        self._dead_in = [self.dead[(self.dead >= p.lo) & (self.dead < e)]
+        self._dead_in = [self.dead[(self.dead >= p.lo) & (self.dead < e)] - p.lo
                          for p, e in zip(self.parts, ends, strict=True)]
         self.keys = np.zeros(self.bound, dtype=np.uint64)
         for p, e in zip(self.parts, ends, strict=True):
             self.keys[p.lo:min(e, self.bound)] = np.asarray(p.keys)[:min(e, self.bound) - p.lo]
+        # The length part of BM25's denominator depends on avgdl: computed once per state.
+        self._norms = [self._norm(np.asarray(p.lengths)).astype(np.float32) for p in self.parts]
+
+    def _norm(self, lengths: np.ndarray) -> np.ndarray:
+        return K1 * ((1 - B) + B * lengths / self.avgdl)
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> Lexical:
@@ -289,24 +287,25 @@ class Lexical:
     def n_docs(self) -> int:
         return self._n
 
-    def _live(self, stem: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(chunk ids, tfs, lengths) of the live chunks holding a stem, per segment."""
+    def _live(self, stem: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(segment number, live chunks as offsets, tfs) of the chunks holding a stem."""
         out = []
-        for p, dead in zip(self.parts, self._dead_in, strict=True):
-            got = p.postings(stem)
-            if got is None:
+        for j, (p, dead) in enumerate(zip(self.parts, self._dead_in, strict=True)):
+            row = p.terms.get(stem)
+            if row is None:
                 continue
-            ids, tfs = got
+            a, b = int(p.indptr[row]), int(p.indptr[row + 1])
+            docs, tfs = p.docs[a:b], p.tfs[a:b]
             if len(dead):
-                keep = ~np.isin(ids, dead)
-                ids, tfs = ids[keep], tfs[keep]
-            if len(ids):
-                out.append((ids, tfs, np.asarray(p.lengths)[ids - p.lo]))
+                keep = ~np.isin(docs, dead)
+                docs, tfs = docs[keep], tfs[keep]
+            if len(docs):
+                out.append((j, docs, tfs))
         return out
 
     def doc_freqs(self, stems: list[str]) -> np.ndarray:
         """How many live chunks hold each stem (0 for a stem the index does not know)."""
-        return np.array([sum(len(ids) for ids, _, _ in self._live(s)) for s in stems],
+        return np.array([sum(len(docs) for _, docs, _ in self._live(s)) for s in stems],
                         dtype=np.int64)
 
     def knows(self, word: str) -> bool:
@@ -314,32 +313,74 @@ class Lexical:
         stems = tokenize(word)
         return bool(stems) and bool(self.doc_freqs(stems).all())
 
+    def _terms(self, stems: list[str]) -> dict[str, tuple[float, list]]:
+        """The query's known stems: (idf, their live postings)."""
+        out = {}
+        for stem in dict.fromkeys(stems):
+            live = self._live(stem)
+            df = sum(len(docs) for _, docs, _ in live)
+            if df:
+                out[stem] = (np.log(1 + (self._n - df + 0.5) / (df + 0.5)), live)
+        return out
+
+    def _weights(self, idf: float, j: int, docs: np.ndarray, tfs: np.ndarray) -> np.ndarray:
+        """BM25 term scores of a stem in the chunks docs of segment j, as scores() adds them."""
+        tf = tfs.astype(np.float32)
+        return np.float32(idf) * (tf / (self._norms[j][docs] + tf))
+
     def top(self, scores: np.ndarray, k: int) -> np.ndarray:
         """Ids of the k best scores of scores() that are above 0; among equal scores at the
         cut the order is by tie-break key, so a grown index and a fresh build of the same
         chunks take the same ones."""
         positive = np.flatnonzero(scores > 0)
-        if len(positive) <= k:
-            return positive
-        vals = scores[positive]
-        kth = np.partition(vals, len(vals) - k)[len(vals) - k]
-        above = positive[vals > kth]
-        tied = positive[vals == kth]
-        tied = tied[np.argsort(self.keys[tied], kind="stable")][:k - len(above)]
-        return np.concatenate([above, tied])
+        return self._cut(positive, scores[positive], k)
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk id below bound for the query (0 for removed ids)."""
+        return self._scored(query)[0]
+
+    def _scored(self, query: str) -> tuple[np.ndarray, list[list]]:
+        """scores(), and per known stem, rarest first, its live postings."""
         out = np.zeros(self.bound, dtype=np.float32)
-        n = self._n
-        for stem in tokenize(query):  # a repeated word counts again, as in bm25s
-            live = self._live(stem)
-            df = sum(len(ids) for ids, _, _ in live)
-            if not df:
-                continue
-            idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
-            for ids, tfs, lengths in live:
-                tf = tfs.astype(np.float64)
-                tfc = tf / (K1 * ((1 - B) + B * lengths / self.avgdl) + tf)
-                out[ids] += (idf * tfc).astype(np.float32)
-        return out
+        stems = tokenize(query)
+        terms = self._terms(stems)
+        for stem in stems:  # a repeated word counts again, as in bm25s
+            if stem in terms:
+                idf, live = terms[stem]
+                for j, docs, tfs in live:
+                    out[self.parts[j].lo:][docs] += self._weights(idf, j, docs, tfs)
+        held = sorted((live for _, live in terms.values()),
+                      key=lambda live: sum(len(docs) for _, docs, _ in live))
+        return out, held
+
+    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(top(scores(query), k), scores(query)), the top found among the chunks holding
+        the query's stems instead of every id: at 1M chunks most ids hold none."""
+        out, held = self._scored(query)
+        # The k-th best score among the chunks of the rarest stems is a floor for the k-th
+        # best of all: only chunks at or above it are candidates.
+        floor, seen = 0.0, np.zeros(0, dtype=np.int64)
+        for n, live in enumerate(held):
+            ids = np.concatenate([self.parts[j].lo + docs.astype(np.int64)
+                                  for j, docs, _ in live])
+            seen = np.union1d(seen, ids) if n else ids  # one stem's ids are distinct
+            if len(seen) >= k:
+                vals = out[seen]
+                floor = float(np.partition(vals, len(vals) - k)[len(vals) - k])
+                break
+        if floor <= 0:
+            return self.top(out, k), out
+        cand = np.unique(np.concatenate(
+            [self.parts[j].lo + docs[out[self.parts[j].lo:][docs] >= floor].astype(np.int64)
+             for live in held for j, docs, _ in live]))
+        return self._cut(cand, out[cand], k), out
+
+    def _cut(self, ids: np.ndarray, vals: np.ndarray, k: int) -> np.ndarray:
+        """top() of the ascending ids with scores vals, all above 0."""
+        if len(ids) <= k:
+            return ids
+        kth = np.partition(vals, len(vals) - k)[len(vals) - k]
+        above = ids[vals > kth]
+        tied = ids[vals == kth]
+        tied = tied[np.argsort(self.keys[tied], kind="stable")][:k - len(above)]
+        return np.concatenate([above, tied])

@@ -182,8 +182,7 @@ def _gather(snap: Snapshot, query: str, qvec: np.ndarray, pool: int
         return None
     pool = min(n, pool)
     _, dense_ids = snap.vectors.search(qvec.reshape(1, -1), pool)
-    lex_all = snap.lexical.scores(query)
-    lex_ids = snap.lexical.top(lex_all, pool)
+    lex_ids, lex_all = snap.lexical.search(query, pool)
     ids = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids])).astype(np.int64)
     # Exact cosines for every candidate, whatever approximate index found them.
     return ids, snap.embeddings(ids.tolist()) @ qvec, lex_all[ids]

@@ -133,7 +133,7 @@ class IndexReader(Protocol):
 
     manifest: Manifest
     vectors: SegmentedVectors  # .search(queries, k), .ntotal (the id space), .live, .dim
-    lexical: Lexical  # .scores(query), .doc_freqs(stems), .n_docs, .knows(word)
+    lexical: Lexical  # .search(query, k), .doc_freqs(stems), .n_docs, .knows(word)
 
     @property
     def generation(self) -> str: ...

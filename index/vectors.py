@@ -27,7 +27,7 @@ ivf_sq8 are there for the benchmark and for explicit use.
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import faiss
@@ -275,10 +275,11 @@ class SegmentedVectors:
         k = max(1, k)
         all_scores = [np.full((len(queries), 0), -np.inf, dtype=np.float32)]
         all_ids = [np.zeros((len(queries), 0), dtype=np.int64)]
-        for part in self.parts:
-            if not part.ntotal:
-                continue
-            scores, ids = part.search(queries, k + len(self.dead))
+        # One query: one FAISS thread (VectorIndex.search), set once for all segments.
+        with omp_threads(1) if len(queries) == 1 else nullcontext():
+            found = [part.index.search(queries, min(k + len(self.dead), part.ntotal))
+                     for part in self.parts if part.ntotal]
+        for scores, ids in found:
             if len(self.dead):
                 gone = np.isin(ids, self.dead) | (ids < 0)
                 scores = np.where(gone, -np.inf, scores)

@@ -249,6 +249,29 @@ def test_equal_bm25_scores_are_cut_by_text_not_by_id():
     assert picked_a == picked_b and len(picked_a) == 5
 
 
+def test_search_takes_the_same_top_as_scoring_every_chunk():
+    """Lexical.search finds its top among the chunks holding the query's stems, from a floor
+    set by the rarest ones; it must take exactly top(scores()), with removed chunks, repeated
+    words, ties at the cut and fewer matches than asked."""
+    texts = [article(n).replace("\n", " ") for n in range(40)]
+    texts += [f"otter number{i} alpha" for i in range(30)] + ["", "the and of"]
+    parts = [Postings.build(0, list(range(25)), texts[:25]),
+             Postings.build(25, list(range(25, len(texts))), texts[25:])]
+    dead = np.array([i for i in range(len(texts)) if i % 9 == 4])
+    kept = [i for i in range(len(texts)) if i not in set(dead.tolist())]
+    length = sum(len(tokenize(texts[i]) or ["x"]) for i in kept)
+    lex = Lexical(parts, dead, len(kept), length, len(texts))
+    for query in ("otter river survey", "heron heron colony", "otter", "alpha number3",
+                  "Report 12 edition", "puffin", "zzz"):
+        scores = lex.scores(query)
+        for k in (1, 5, 12, 50, 200):
+            ids, got = lex.search(query, k)
+            want = lex.top(scores, k)
+            assert sorted(ids.tolist()) == sorted(want.tolist()), (query, k)
+            np.testing.assert_array_equal(got, scores)
+            assert not set(ids.tolist()) & set(dead.tolist())
+
+
 def _source_statements(tmp_path: Path, standin: HashEmbedder, n: int, monkeypatch) -> list[str]:
     """The SQL an update of one new file runs on the sources table of an index of n articles."""
     tmp_path.mkdir()
