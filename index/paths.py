@@ -8,7 +8,6 @@ scan of every source (the scan made building from a folder quadratic in its file
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 from .records import Source
 
@@ -32,11 +31,3 @@ def path_within(path: str, folder: str) -> bool:
     """Whether path is folder or lies inside it, both resolved (symlinks, "..")."""
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def under_folders(path: str | None, folders: Sequence[str]) -> bool:
-    """Whether a file source's path (as given) lies in one of the given folders (as given)."""
-    if not path:
-        return False
-    path = os.path.normpath(path)
-    return any(path.startswith(os.path.normpath(f).rstrip("/") + "/") for f in folders)

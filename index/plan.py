@@ -20,7 +20,7 @@ from typing import Protocol
 
 from . import ingest
 from .errors import CitebotError
-from .paths import key_within, same_file_key, under_folders
+from .paths import key_within, same_file_key
 from .records import Chunk, Source
 
 
@@ -33,8 +33,6 @@ class SourceLookup(Protocol):
     def by_url(self, url: str) -> list[str]: ...
     def within(self, folder: str) -> list[str]:
         """Sources whose stored file key names the (resolved) folder or a file inside it."""
-    def under(self, folders: Sequence[str]) -> list[str]:
-        """File sources whose path, as given, lies in one of the folders (as given)."""
     def count(self) -> int: ...
 
 
@@ -69,9 +67,6 @@ class RecordLookup:
 
     def within(self, folder: str) -> list[str]:
         return [sid for sid, k in self.keys.items() if key_within(k, folder)]
-
-    def under(self, folders: Sequence[str]) -> list[str]:
-        return [sid for sid, s in self.records.items() if under_folders(s.path, folders)]
 
     def count(self) -> int:
         return len(self.records)
@@ -163,14 +158,16 @@ class Planner:
             self._drop(sid)
 
     def prune(self, specs: Sequence[str], present: Iterable[str]) -> None:
-        """Drop sources under the given folders whose file is no longer there."""
-        present = set(present)
-        folders = [s for s in specs if os.path.isdir(s)]
-        inside = self.lookup.under(folders) + self._mine_where(
-            lambda _, s: under_folders(s.path, folders))
-        for src in self._live(dict.fromkeys(inside)):
-            if src.location not in present:
-                self._drop(src.id)
+        """Drop sources inside the given folders whose file is no longer there. "Inside" is
+        the rule remove uses (resolved paths), so a source indexed under another spelling of
+        the folder is pruned too, and one that is still there is not."""
+        found = {"path:" + os.path.realpath(p) for p in present}
+        for folder in dict.fromkeys(os.path.realpath(s) for s in specs if os.path.isdir(s)):
+            inside = self.lookup.within(folder) + self._mine_where(
+                lambda sid, _, f=folder: key_within(self._keys.get(sid), f))
+            for src in self._live(dict.fromkeys(inside)):
+                if same_file_key(src) not in found:
+                    self._drop(src.id)
 
     def offer(self, src: Source) -> Source | None:
         """The record to index for a loaded source, or None when it is unchanged or a

@@ -26,7 +26,7 @@ import numpy as np
 from . import folder
 from .errors import IndexCorrupt
 from .lexical import Postings, given_names, lexical_text, surface_words
-from .paths import same_file_key, under_folders
+from .paths import same_file_key
 from .records import Source
 from .store import (
     SENTENCE_DTYPE,
@@ -111,10 +111,6 @@ class StoreLookup:
         inside = key.rstrip("/") + "/"  # keys from inside/ up to (not including) inside0
         return self._ids("file_key = ? OR (file_key >= ? AND file_key < ?)", key, inside,
                          inside[:-1] + "0")
-
-    def under(self, folders: Sequence[str]) -> list[str]:
-        return [sid for sid, path in self.db.execute(
-            "SELECT id, path FROM sources WHERE path IS NOT NULL") if under_folders(path, folders)]
 
     def count(self) -> int:
         return int(self.db.execute("SELECT value FROM meta WHERE key = 'sources'").fetchone()[0])

@@ -77,6 +77,21 @@ def test_prune_drops_only_vanished_files_under_the_given_folders(tmp_path):
     assert [s.id for s in p.plan.removed] == ["id-b.md"]
 
 
+def test_prune_uses_resolved_folders_like_remove(tmp_path):
+    """A source indexed through a symlinked or relative spelling of the folder is pruned when
+    its file is gone, and kept when it is there under the other spelling."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "kept.md").write_text("x")
+    (tmp_path / "link").symlink_to(data)
+    old = indexed(src("kept.md", folder=str(tmp_path / "link")),
+                  src("gone.md", folder=str(tmp_path / "link")),
+                  src("other.md", folder=str(tmp_path / "elsewhere")))
+    p = Planner(old, NOW)
+    p.prune([str(data), str(tmp_path / "link")], [str(data / "kept.md")])
+    assert [s.id for s in p.plan.removed] == ["id-gone.md"]
+
+
 def test_an_edit_into_a_twin_is_a_duplicate_and_a_freed_text_can_be_reused():
     old = indexed(src("a.md", "one"), src("b.md", "two"))
     p = Planner(old, NOW)
