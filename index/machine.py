@@ -26,6 +26,17 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def cpu_free(loadavg: Path = Path("/proc/loadavg")) -> bool:
+    """Whether a CPU is idle at this moment: fewer tasks running or runnable on the host
+    than this process may use, itself included (Linux; False where it cannot tell)."""
+    try:
+        with open(loadavg, "rb") as f:
+            running = int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return running < usable_cpus()
+
+
 def batch_workers(cpus: int | None = None) -> tuple[int, int]:
     """(parallel batches, threads per batch) for cpus CPUs (default: the usable ones)."""
     cpus = max(1, cpus or usable_cpus())

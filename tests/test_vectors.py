@@ -156,3 +156,94 @@ def test_approximate_segments_share_the_refine_budget_and_keep_recall(data):
     exact = VectorIndex.build(chunks, ids, "flat").search(questions, 10)[1]
     split = recall_at_10(split_only.search(questions, 10)[1], exact)
     assert split >= recall_at_10(whole.search(questions, 10)[1], exact) - 0.02 and split >= 0.9
+
+
+class _Spy:
+    """A real FAISS index whose searches record the thread that ran them (and can be slow)."""
+
+    def __init__(self, index: faiss.Index, seen: list[str], delay: float = 0.0) -> None:
+        self.index, self.seen, self.delay = index, seen, delay
+        self.ntotal, self.d = index.ntotal, index.d
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import threading
+        import time
+
+        self.seen.append(threading.current_thread().name)
+        time.sleep(self.delay)
+        return self.index.search(queries, k)
+
+
+def _flat_thirds(data) -> tuple[list[VectorIndex], VectorIndex]:
+    chunks, ids, _ = data
+    thirds = np.array_split(np.arange(N), 3)
+    return ([VectorIndex.build(chunks[t], ids[t], "flat") for t in thirds],
+            VectorIndex.build(chunks, ids, "flat"))
+
+
+def test_segments_are_searched_by_two_threads_with_the_results_of_one(data, monkeypatch):
+    """With a free CPU, a helper thread takes segments from the same list as the asking
+    thread; the merged top-k is what one exact index of all the vectors gives."""
+    import index.vectors as vectors
+    from index.vectors import SegmentedVectors
+
+    chunks, ids, questions = data
+    parts, whole = _flat_thirds(data)
+    monkeypatch.setattr(vectors, "SHARED_MIN", 0)
+    monkeypatch.setattr(vectors, "cpu_free", lambda: True)
+    seen: list[str] = []
+    parts[0].index = _Spy(parts[0].index, seen, delay=0.3)  # the other thread takes the rest
+    parts[1].index, parts[2].index = _Spy(parts[1].index, seen), _Spy(parts[2].index, seen)
+    both = SegmentedVectors(parts, np.zeros(0, dtype=np.int64), int(ids.max()) + 1, N, 384)
+    faiss.omp_set_num_threads(2)
+    scores, found = both.search(questions[7], 10)
+    assert faiss.omp_get_max_threads() == 2
+    assert len(seen) == 3 and {name.split("_")[0] for name in seen} == {
+        "MainThread", "citebot-segments"}
+    want_scores, want = whole.search(questions[7], 10)
+    assert found[0].tolist() == want[0].tolist()
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
+    monkeypatch.setattr(vectors, "cpu_free", lambda: False)  # no free CPU: one thread
+    seen.clear()
+    assert both.search(questions[7], 10)[1][0].tolist() == want[0].tolist()
+    assert seen == ["MainThread"] * 3
+
+
+def test_a_busy_helper_thread_never_delays_a_question(data, monkeypatch):
+    """The asking thread searches every segment itself when the helper is busy; the queued
+    help is cancelled, not waited for."""
+    import threading
+    import time
+
+    import index.vectors as vectors
+    from index.vectors import SegmentedVectors
+
+    chunks, ids, questions = data
+    parts, whole = _flat_thirds(data)
+    monkeypatch.setattr(vectors, "SHARED_MIN", 0)
+    monkeypatch.setattr(vectors, "cpu_free", lambda: True)
+    both = SegmentedVectors(parts, np.zeros(0, dtype=np.int64), int(ids.max()) + 1, N, 384)
+    release = threading.Event()
+    busy = vectors._helper_thread().submit(release.wait, 30)
+    try:
+        began = time.perf_counter()
+        found = both.search(questions[:1], 10)[1]
+        assert time.perf_counter() - began < 5
+        assert found[0].tolist() == whole.search(questions[0], 10)[1][0].tolist()
+    finally:
+        release.set()
+    assert busy.result() is True
+
+
+def test_cpu_free_reads_the_running_tasks(tmp_path, monkeypatch):
+    import index.machine as machine
+
+    monkeypatch.setattr(machine, "usable_cpus", lambda: 2)
+    file = tmp_path / "loadavg"
+    file.write_text("0.50 0.40 0.30 1/120 4242\n")
+    assert machine.cpu_free(file)
+    file.write_text("3.10 2.00 1.00 2/120 4242\n")
+    assert not machine.cpu_free(file)
+    file.write_text("garbage\n")
+    assert not machine.cpu_free(file)
+    assert not machine.cpu_free(tmp_path / "missing")
