@@ -326,7 +326,7 @@ class Lexical:
     def _weights(self, idf: float, j: int, docs: np.ndarray, tfs: np.ndarray) -> np.ndarray:
         """BM25 term scores of a stem in the chunks docs of segment j, as scores() adds them:
         idf·tf/(norm + tf) in float32, computed in place in one array."""
-        out = self._norms[j][docs]
+        out = np.take(self._norms[j], docs)  # faster than indexing with docs
         out += tfs
         np.divide(tfs, out, out=out)
         out *= np.float32(idf)
