@@ -181,8 +181,9 @@ def _gather(snap: Snapshot, query: str, qvec: np.ndarray, pool: int
     if n == 0:
         return None
     pool = min(n, pool)
-    _, dense_ids = snap.vectors.search(qvec.reshape(1, -1), pool)
-    lex_ids, lex_all = snap.lexical.search(query, pool)
+    # BM25 runs while a free CPU, if any, starts on the vector segments.
+    (_, dense_ids), (lex_ids, lex_all) = snap.vectors.search_beside(
+        qvec, pool, lambda: snap.lexical.search(query, pool))
     ids = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids])).astype(np.int64)
     # Exact cosines for every candidate, whatever approximate index found them.
     return ids, snap.embeddings(ids.tolist()) @ qvec, lex_all[ids]

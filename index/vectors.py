@@ -29,10 +29,11 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TypeVar
 
 import faiss
 import numpy as np
@@ -59,6 +60,7 @@ TRAIN_SAMPLE = 65_536  # vectors used to train PQ and IVF codebooks
 # codebook and IVF 39 per list, and exact search is the better index at such sizes anyway.
 MIN_VECTORS = {"flat": 0, "sq8": 1, "hnsw_sq8": 1, "ivf_sq8": 39, "pq_sq8": 1_000}
 
+T = TypeVar("T")
 _SQ8 = faiss.ScalarQuantizer.QT_8bit
 _IP = faiss.METRIC_INNER_PRODUCT
 
@@ -254,16 +256,19 @@ def _helper_thread() -> ThreadPoolExecutor:
         return _helper
 
 
-def search_segments(parts: Sequence[VectorIndex], query: np.ndarray, ks: Sequence[int]
-                    ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each part's FAISS search of one query (a 1-row array) for its k, in the parts' order.
+def search_segments(parts: Sequence[VectorIndex], query: np.ndarray, ks: Sequence[int],
+                    beside: Callable[[], T] = lambda: None
+                    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], T]:
+    """Each part's FAISS search of one query (a 1-row array) for its k, in the parts' order,
+    and beside()'s result.
 
-    The asking thread and one helper thread take the parts, biggest first, from one list, as
-    Lucene's concurrent segment search does; each runs FAISS on one thread. The question
-    never waits for a helper that has not started: when the asking thread has taken every
-    part, a helper still queued (busy with another question, or no core free) is cancelled.
-    At 1M stand-in vectors in six segments this took FAISS from about 5.9 ms to 3.3 on a
-    quiet machine (docs/index-growth.md).
+    With a free CPU, a helper thread starts on the parts, biggest first, while the asking
+    thread runs beside() (BM25: numpy lets go of the GIL in its loops, FAISS in its
+    search); then both take the parts left from the same list, as Lucene's concurrent
+    segment search does, each running FAISS on one thread. The question never waits for a
+    helper that has not started: when the asking thread has taken every part, a helper
+    still queued (busy with another question) is cancelled. Without a free CPU, one thread
+    does it all: a helper sharing a busy core only made the question wait for it.
     """
     found: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(parts)
     order = sorted(range(len(parts)), key=lambda i: -parts[i].ntotal)
@@ -276,11 +281,12 @@ def search_segments(parts: Sequence[VectorIndex], query: np.ndarray, ks: Sequenc
 
     shared = len(parts) > 1 and sum(p.ntotal for p in parts) > SHARED_MIN and cpu_free()
     helper = _helper_thread().submit(work) if shared else None
+    other = beside()
     with omp_threads(1):
         work()
     if helper is not None and not helper.cancel():
         helper.result()
-    return found  # type: ignore[return-value]
+    return found, other  # type: ignore[return-value]
 
 
 class SegmentedVectors:
@@ -323,14 +329,30 @@ class SegmentedVectors:
         """Top-k (scores, ids) per query row over every segment; missing slots have id -1."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, k)
-        all_scores = [np.full((len(queries), 0), -np.inf, dtype=np.float32)]
-        all_ids = [np.zeros((len(queries), 0), dtype=np.int64)]
         parts = [part for part in self.parts if part.ntotal]
         ks = [min(k + len(self.dead), part.ntotal) for part in parts]
         if len(queries) == 1:
-            found = search_segments(parts, queries, ks)
-        else:  # FAISS spreads a batch over its own threads
-            found = [part.index.search(queries, kk) for part, kk in zip(parts, ks, strict=True)]
+            return self._merge(search_segments(parts, queries, ks)[0], k, 1)
+        # FAISS spreads a batch over its own threads
+        return self._merge([part.index.search(queries, kk)
+                            for part, kk in zip(parts, ks, strict=True)], k, len(queries))
+
+    def search_beside(self, query: np.ndarray, k: int, beside: Callable[[], T]
+                      ) -> tuple[tuple[np.ndarray, np.ndarray], T]:
+        """search() of one query, and beside()'s result, which the asking thread computes
+        while a helper thread (when a CPU is free) begins the segments: search_segments."""
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        k = max(1, k)
+        parts = [part for part in self.parts if part.ntotal]
+        found, other = search_segments(
+            parts, query, [min(k + len(self.dead), part.ntotal) for part in parts], beside)
+        return self._merge(found, k, 1), other
+
+    def _merge(self, found: list[tuple[np.ndarray, np.ndarray]], k: int, n: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """The top-k of the segments' results, removed chunks dropped."""
+        all_scores = [np.full((n, 0), -np.inf, dtype=np.float32)]
+        all_ids = [np.zeros((n, 0), dtype=np.int64)]
         for scores, ids in found:
             if len(self.dead):
                 gone = np.isin(ids, self.dead) | (ids < 0)

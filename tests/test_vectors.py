@@ -159,10 +159,11 @@ def test_approximate_segments_share_the_refine_budget_and_keep_recall(data):
 
 
 class _Spy:
-    """A real FAISS index whose searches record the thread that ran them (and can be slow)."""
+    """A real FAISS index whose searches record the thread that ran them, set an event,
+    and can be slow."""
 
-    def __init__(self, index: faiss.Index, seen: list[str], delay: float = 0.0) -> None:
-        self.index, self.seen, self.delay = index, seen, delay
+    def __init__(self, index: faiss.Index, seen: list[str], delay: float, began) -> None:
+        self.index, self.seen, self.delay, self.began = index, seen, delay, began
         self.ntotal, self.d = index.ntotal, index.d
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,8 +171,20 @@ class _Spy:
         import time
 
         self.seen.append(threading.current_thread().name)
+        self.began.set()
         time.sleep(self.delay)
         return self.index.search(queries, k)
+
+
+def _spied(parts: list[VectorIndex], seen: list[str], delay: float = 0.0):
+    """Spy on every part's searches, parts[0] slow by delay (so that the other thread takes
+    the rest); the event returned is set when a search begins."""
+    import threading
+
+    began = threading.Event()
+    for i, part in enumerate(parts):
+        part.index = _Spy(part.index, seen, delay if i == 0 else 0.0, began)
+    return began
 
 
 def _flat_thirds(data) -> tuple[list[VectorIndex], VectorIndex]:
@@ -192,8 +205,7 @@ def test_segments_are_searched_by_two_threads_with_the_results_of_one(data, monk
     monkeypatch.setattr(vectors, "SHARED_MIN", 0)
     monkeypatch.setattr(vectors, "cpu_free", lambda: True)
     seen: list[str] = []
-    parts[0].index = _Spy(parts[0].index, seen, delay=0.3)  # the other thread takes the rest
-    parts[1].index, parts[2].index = _Spy(parts[1].index, seen), _Spy(parts[2].index, seen)
+    _spied(parts, seen, delay=0.3)
     both = SegmentedVectors(parts, np.zeros(0, dtype=np.int64), int(ids.max()) + 1, N, 384)
     faiss.omp_set_num_threads(2)
     scores, found = both.search(questions[7], 10)
@@ -247,3 +259,28 @@ def test_cpu_free_reads_the_running_tasks(tmp_path, monkeypatch):
     file.write_text("garbage\n")
     assert not machine.cpu_free(file)
     assert not machine.cpu_free(tmp_path / "missing")
+
+
+def test_bm25_runs_beside_a_helper_searching_the_segments(data, monkeypatch):
+    """search_beside: the asking thread computes beside() while the helper thread has begun
+    the segments; the results are those of searching and computing one after the other."""
+    import threading
+
+    import index.vectors as vectors
+    from index.vectors import SegmentedVectors
+
+    chunks, ids, questions = data
+    parts, whole = _flat_thirds(data)
+    monkeypatch.setattr(vectors, "SHARED_MIN", 0)
+    monkeypatch.setattr(vectors, "cpu_free", lambda: True)
+    seen: list[str] = []
+    helping = _spied(parts, seen)
+    both = SegmentedVectors(parts, np.zeros(0, dtype=np.int64), int(ids.max()) + 1, N, 384)
+
+    def beside() -> tuple[bool, str]:
+        return helping.wait(10), threading.current_thread().name
+
+    (scores, found), (overlapped, name) = both.search_beside(questions[11], 10, beside)
+    assert overlapped and name == "MainThread"
+    assert seen[0].startswith("citebot-segments")  # the helper took the first part
+    assert found[0].tolist() == whole.search(questions[11], 10)[1][0].tolist()
