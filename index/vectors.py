@@ -18,10 +18,12 @@ the PQ scan does not depend on them. It is linear in n, ~3 ms per million vector
 stays inside the search budget up to ~4M; beyond, put an IVF in front (IVF4096,PQ96x4fs +
 SQ8 re-ranking: 0.977 at nprobe 2048, 4.9 ms at 1M in a separate run).
 
-One query at a time runs on one FAISS thread (see VectorIndex.search). Ids are chunk row
-ids, kept by IndexIDMap2 for flat (as before), IndexIDMap (no reverse map, 40 B per vector
-less) for the other kinds but ivf_sq8, whose inverted lists keep them. sq8, hnsw_sq8 and
-ivf_sq8 are there for the benchmark and for explicit use.
+One query at a time runs on one FAISS thread (see VectorIndex.search); the segments of
+an index (SegmentedVectors) are shared with one helper thread when a CPU is idle
+(search_segments). Ids are chunk row ids, kept by IndexIDMap2 for flat (as before),
+IndexIDMap (no reverse map, 40 B per vector less) for the other kinds but ivf_sq8, whose
+inverted lists keep them. sq8, hnsw_sq8 and ivf_sq8 are there for the benchmark and for
+explicit use.
 """
 
 from __future__ import annotations
@@ -300,7 +302,8 @@ class SegmentedVectors:
     Approximate segments split the re-ranking budget of one index by their share of the
     vectors (VectorIndex.refine_share): at 1M stand-in vectors in six pq_sq8 segments that
     took FAISS from about 15 ms a question to about 5, with the recall of one 1M index
-    (docs/index-growth.md).
+    (docs/index-growth.md). One query's segments are searched by two threads when a CPU is
+    idle (search_segments), with BM25 beside them (search_beside).
     """
 
     def __init__(self, parts: list[VectorIndex], dead: np.ndarray, bound: int, live: int,
@@ -328,14 +331,12 @@ class SegmentedVectors:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) per query row over every segment; missing slots have id -1."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        k = max(1, k)
-        parts = [part for part in self.parts if part.ntotal]
-        ks = [min(k + len(self.dead), part.ntotal) for part in parts]
         if len(queries) == 1:
-            return self._merge(search_segments(parts, queries, ks)[0], k, 1)
+            return self.search_beside(queries, k, lambda: None)[0]
+        k = max(1, k)
         # FAISS spreads a batch over its own threads
-        return self._merge([part.index.search(queries, kk)
-                            for part, kk in zip(parts, ks, strict=True)], k, len(queries))
+        return self._merge([part.index.search(queries, min(k + len(self.dead), part.ntotal))
+                            for part in self.parts if part.ntotal], k, len(queries))
 
     def search_beside(self, query: np.ndarray, k: int, beside: Callable[[], T]
                       ) -> tuple[tuple[np.ndarray, np.ndarray], T]:
