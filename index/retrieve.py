@@ -92,24 +92,23 @@ def candidates(snap: Snapshot, query: str, qvec: np.ndarray, depth: int,
     if depth <= 0:
         return None
     qvec = qvec.astype(np.float32)
-    found = _gather(snap, query, qvec, max(settings.candidates, depth))
+    with_sentences = bool(settings.sentence_weight or settings.rerank)
+    found = _gather(snap, query, qvec, max(settings.candidates, depth), with_sentences)
     if found is None:
         return None
-    ids, dense, lex = found
+    ids, dense, lex, stored, terms = found.ids, found.dense, found.lexical, found.stored, \
+        found.terms
     top = float(lex.max()) if len(lex) else 0.0
     lex_norm = lex / top if top > 0 else np.zeros_like(lex)
     w = settings.dense_weight
     fused = w * dense + (1.0 - w) * lex_norm
-    stored: dict[int, ChunkSentences] = {}
     best = np.zeros(len(ids), dtype=np.float32)
-    if settings.sentence_weight or settings.rerank:
-        stored = snap.sentences(ids.tolist())
+    if with_sentences:
         best = _best_sentence(stored, ids, qvec)
         fused = fused + settings.sentence_weight * best
     order = np.argsort(-fused, kind="stable")[:depth]
     by_id = snap.chunks([int(ids[i]) for i in order])
     chunks = [by_id[int(ids[i])] for i in order]
-    terms = question_terms(query, snap.lexical)
     feats = []
     if settings.rerank:
         dense_top, best_top = float(dense[order].max()), float(best[order].max())
@@ -166,24 +165,53 @@ def _best_sentence(stored: dict[int, ChunkSentences], ids: np.ndarray,
     return out
 
 
-def _gather(snap: Snapshot, query: str, qvec: np.ndarray, pool: int
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The union of the pool best chunks by cosine and by BM25: (ids, exact cosines, BM25
-    scores), or None for an empty index.
+@dataclass(frozen=True)
+class _Pool:
+    """The union of the pool best chunks by cosine and by BM25, with what ranking reads."""
+
+    ids: np.ndarray
+    dense: np.ndarray  # exact cosines
+    lexical: np.ndarray  # BM25 scores
+    stored: dict[int, ChunkSentences]  # the candidates' sentences, when asked for
+    terms: Terms
+
+
+def _gather(snap: Snapshot, query: str, qvec: np.ndarray, pool: int, sentences: bool
+            ) -> _Pool | None:
+    """The union of the pool best chunks by cosine and by BM25 (None for an empty index),
+    with their stored sentences when `sentences`.
 
     A store that searches itself (Milvus: milvus_generation.Generation.candidates) gathers
     the same union in the engine; candidates() then fuses both the same way.
     """
     if hasattr(snap, "candidates"):
         got = snap.candidates(query, qvec, pool)
-        return (got.ids, got.dense, got.lexical) if len(got.ids) else None
+        if not len(got.ids):
+            return None
+        return _Pool(got.ids, got.dense, got.lexical,
+                     snap.sentences(got.ids.tolist()) if sentences else {},
+                     question_terms(query, snap.lexical))
     n = snap.vectors.ntotal
     if n == 0:
         return None
     pool = min(n, pool)
-    # BM25 runs while a free CPU, if any, starts on the vector segments.
-    (_, dense_ids), (lex_ids, lex_all) = snap.vectors.search_beside(
-        qvec, pool, lambda: snap.lexical.search(query, pool))
+
+    def lexical_side() -> tuple:
+        # BM25, the rows of its candidates and the question's terms, while a free CPU (if
+        # any) searches the vector segments: at 1M chunks about a millisecond more of a
+        # question runs beside FAISS (docs/index-growth.md).
+        lex_ids, lex_all = snap.lexical.search(query, pool)
+        rows = lex_ids.tolist()
+        return (lex_ids, lex_all, dict(zip(rows, snap.embeddings(rows), strict=True)),
+                snap.sentences(rows) if sentences else {}, question_terms(query, snap.lexical))
+
+    (_, dense_ids), (lex_ids, lex_all, vecs, stored, terms) = snap.vectors.search_beside(
+        qvec, pool, lexical_side)
     ids = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids])).astype(np.int64)
+    rest = [i for i in ids.tolist() if i not in vecs]
+    vecs.update(zip(rest, snap.embeddings(rest), strict=True))
+    if sentences:
+        stored.update(snap.sentences(rest))
     # Exact cosines for every candidate, whatever approximate index found them.
-    return ids, snap.embeddings(ids.tolist()) @ qvec, lex_all[ids]
+    matrix = np.stack([vecs[i] for i in ids.tolist()]) if len(ids) else np.zeros((0, len(qvec)))
+    return _Pool(ids, (matrix @ qvec).astype(np.float32), lex_all[ids], stored, terms)
