@@ -196,12 +196,13 @@ def _gather(snap: Snapshot, query: str, qvec: np.ndarray, pool: int, sentences: 
         return None
     pool = min(n, pool)
 
-    def lexical_side() -> tuple:
-        # BM25, the rows of its candidates and the question's terms, while a free CPU (if
-        # any) searches the vector segments: at 1M chunks about a millisecond more of a
-        # question runs beside FAISS (docs/index-growth.md).
+    def lexical_side(shared: bool) -> tuple:
+        # BM25 and the question's terms; with a helper thread searching the vector segments
+        # meanwhile, the rows of the BM25 candidates too: at 1M chunks about a millisecond
+        # more of a question then runs beside FAISS (docs/index-growth.md). Alone, all rows
+        # are read in one query afterwards.
         lex_ids, lex_all = snap.lexical.search(query, pool)
-        rows = lex_ids.tolist()
+        rows = lex_ids.tolist() if shared else []
         return (lex_ids, lex_all, dict(zip(rows, snap.embeddings(rows), strict=True)),
                 snap.sentences(rows) if sentences else {}, question_terms(query, snap.lexical))
 

@@ -259,13 +259,13 @@ def _helper_thread() -> ThreadPoolExecutor:
 
 
 def search_segments(parts: Sequence[VectorIndex], query: np.ndarray, ks: Sequence[int],
-                    beside: Callable[[], T] = lambda: None
+                    beside: Callable[[bool], T] = lambda shared: None
                     ) -> tuple[list[tuple[np.ndarray, np.ndarray]], T]:
     """Each part's FAISS search of one query (a 1-row array) for its k, in the parts' order,
-    and beside()'s result.
+    and beside(shared)'s result, shared telling whether a helper is searching meanwhile.
 
     With a free CPU, a helper thread starts on the parts, biggest first, while the asking
-    thread runs beside() (BM25: numpy lets go of the GIL in its loops, FAISS in its
+    thread runs beside(True) (BM25: numpy lets go of the GIL in its loops, FAISS in its
     search); then both take the parts left from the same list, as Lucene's concurrent
     segment search does, each running FAISS on one thread. The question never waits for a
     helper that has not started: when the asking thread has taken every part, a helper
@@ -283,7 +283,7 @@ def search_segments(parts: Sequence[VectorIndex], query: np.ndarray, ks: Sequenc
 
     shared = len(parts) > 1 and sum(p.ntotal for p in parts) > SHARED_MIN and cpu_free()
     helper = _helper_thread().submit(work) if shared else None
-    other = beside()
+    other = beside(helper is not None)
     with omp_threads(1):
         work()
     if helper is not None and not helper.cancel():
@@ -332,16 +332,17 @@ class SegmentedVectors:
         """Top-k (scores, ids) per query row over every segment; missing slots have id -1."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if len(queries) == 1:
-            return self.search_beside(queries, k, lambda: None)[0]
+            return self.search_beside(queries, k, lambda shared: None)[0]
         k = max(1, k)
         # FAISS spreads a batch over its own threads
         return self._merge([part.index.search(queries, min(k + len(self.dead), part.ntotal))
                             for part in self.parts if part.ntotal], k, len(queries))
 
-    def search_beside(self, query: np.ndarray, k: int, beside: Callable[[], T]
+    def search_beside(self, query: np.ndarray, k: int, beside: Callable[[bool], T]
                       ) -> tuple[tuple[np.ndarray, np.ndarray], T]:
-        """search() of one query, and beside()'s result, which the asking thread computes
-        while a helper thread (when a CPU is free) begins the segments: search_segments."""
+        """search() of one query, and beside(shared)'s result, which the asking thread
+        computes while a helper thread (when a CPU is free) begins the segments:
+        search_segments."""
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         k = max(1, k)
         parts = [part for part in self.parts if part.ntotal]

@@ -307,3 +307,36 @@ def test_planning_one_file_reads_its_own_records_not_every_source(tmp_path, stan
             assert not [p for p in plan if p.startswith("SCAN sources")], (sql, plan)
     finally:
         db.close()
+
+
+def test_search_with_a_helper_thread_gives_the_hits_of_one_thread(tmp_path, standin,
+                                                                  monkeypatch):
+    """With a free CPU, the vector segments are searched beside BM25 and the BM25
+    candidates' rows are read meanwhile (retrieve._gather); the hits, scores and answers are
+    those of one thread doing it all."""
+    import index.vectors as vectors
+
+    folder = articles(tmp_path, 6)
+    lib = Library(tmp_path / "index", standin)
+    for n in range(6, 9):  # three more updates: four segments
+        lib.update([str(folder)])
+        (folder / f"a{n}.md").write_text(article(n))
+    lib.update([str(folder)])
+    assert len(lib.snapshot().segments) >= 3
+    queries = ["otter river survey", "heron colony on the cliff", "edition 0 warden count",
+               "Article 7", "beaver lodge willow"]
+    helped: list[bool] = []
+    search_segments = vectors.search_segments
+
+    def traced(parts, query, ks, beside):
+        return search_segments(parts, query, ks,
+                               lambda shared: (helped.append(shared), beside(shared))[1])
+
+    monkeypatch.setattr(vectors, "search_segments", traced)
+    monkeypatch.setattr(vectors, "SHARED_MIN", 0)
+    monkeypatch.setattr(vectors, "cpu_free", lambda: False)
+    alone = _top(lib, queries), [lib.ask(q).to_json() for q in queries]
+    monkeypatch.setattr(vectors, "cpu_free", lambda: True)
+    shared = _top(lib, queries), [lib.ask(q).to_json() for q in queries]
+    assert helped == [False] * 10 + [True] * 10
+    assert shared == alone

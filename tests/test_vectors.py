@@ -277,7 +277,8 @@ def test_bm25_runs_beside_a_helper_searching_the_segments(data, monkeypatch):
     helping = _spied(parts, seen)
     both = SegmentedVectors(parts, np.zeros(0, dtype=np.int64), int(ids.max()) + 1, N, 384)
 
-    def beside() -> tuple[bool, str]:
+    def beside(shared: bool) -> tuple[bool, str]:
+        assert shared
         return helping.wait(10), threading.current_thread().name
 
     (scores, found), (overlapped, name) = both.search_beside(questions[11], 10, beside)
