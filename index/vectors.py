@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -246,6 +247,16 @@ class VectorIndex:
 
 _helper: ThreadPoolExecutor | None = None
 _helper_lock = threading.Lock()
+
+
+def _forget_helper() -> None:
+    """A forked child has no helper thread (threads do not survive fork): it starts its own."""
+    global _helper, _helper_lock
+    _helper, _helper_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helper)
 
 
 def _helper_thread() -> ThreadPoolExecutor:

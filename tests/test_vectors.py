@@ -285,3 +285,40 @@ def test_bm25_runs_beside_a_helper_searching_the_segments(data, monkeypatch):
     assert overlapped and name == "MainThread"
     assert seen[0].startswith("citebot-segments")  # the helper took the first part
     assert found[0].tolist() == whole.search(questions[11], 10)[1][0].tolist()
+
+
+def test_a_forked_child_searches_with_its_own_helper(data, monkeypatch):
+    """Threads do not survive fork: a child process starts its own helper thread, which
+    then takes segments as the parent's did."""
+    import json
+    import os
+
+    import index.vectors as vectors
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork here")
+    monkeypatch.setattr(vectors, "SHARED_MIN", 0)
+    monkeypatch.setattr(vectors, "cpu_free", lambda: True)
+    chunks, ids, questions = data
+    parts, whole = _flat_thirds(data)
+    seen: list[str] = []
+    _spied(parts, seen, delay=0.3)
+    both = vectors.SegmentedVectors(parts, np.zeros(0, dtype=np.int64), int(ids.max()) + 1,
+                                    N, 384)
+    both.search(questions[0], 10)  # the parent's helper thread exists now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report which threads searched, and the ids found
+        try:
+            seen.clear()
+            found = both.search(questions[1], 10)[1][0].tolist()
+            names = sorted({name.split("_")[0] for name in seen})
+            os.write(write, json.dumps([names, found]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        names, found = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert names == ["MainThread", "citebot-segments"]
+    assert found == whole.search(questions[1], 10)[1][0].tolist()
