@@ -212,9 +212,9 @@ class Writer:
             postings = Postings.build(lo, ids, texts, [c.hash for _, c in chunks])
             if chunks:
                 vectors = np.asarray(embeddings, dtype=np.float32).reshape(len(chunks), -1)
-                kind = self._write_segment(seg, VectorIndex.build(vectors, np.asarray(ids),
-                                                             self.vector_kind),
-                                           postings)
+                total = int(meta["live_chunks"]) + len(chunks)
+                kind = self._write_segment(seg, VectorIndex.build(
+                    vectors, np.asarray(ids), self.vector_kind, index_total=total), postings)
             self.db.execute("BEGIN IMMEDIATE")
             gone_len = self._drop_sources(dropped)
             cur = self.db.executemany("DELETE FROM sources WHERE id = ?", [(s,) for s in dropped])
@@ -346,8 +346,9 @@ class Writer:
                 postings = Postings.merge(
                     [Postings.load(self.folder / name, s_lo) for name, s_lo, _, _ in run],
                     lo, hi - lo, dead)
-                kind = self._write_segment(
-                    seg, VectorIndex.build(vectors, ids, self.vector_kind), postings)
+                kind = self._write_segment(seg, VectorIndex.build(
+                    vectors, ids, self.vector_kind, index_total=int(meta["live_chunks"])),
+                    postings)
                 del vectors
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("DELETE FROM segments WHERE name = ?", [(r[0],) for r in run])

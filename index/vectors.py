@@ -47,6 +47,10 @@ from .machine import cpu_free, thread_count
 KINDS = ("flat", "pq_sq8", "sq8", "hnsw_sq8", "ivf_sq8")
 
 FLAT_MAX = 100_000  # exact search up to this many vectors, then pq_sq8
+# In an index of more than FLAT_MAX vectors, where a fresh build is approximate anyway, a
+# segment of more than this is written pq_sq8 too: at 250k stand-in vectors two exact
+# segments of 61k cost 4 ms a question each, as pq_sq8 about 0.5 (docs/index-growth.md).
+SEGMENT_FLAT_MAX = 10_000
 REFINE_K_FACTOR = 100  # pq_sq8 re-ranks k·100 fast-scan candidates with the SQ8 codes
 # Several approximate segments share that budget by their share of the vectors (at least
 # REFINE_MIN_FACTOR each), so a question costs about what one index of them all would.
@@ -68,9 +72,13 @@ _SQ8 = faiss.ScalarQuantizer.QT_8bit
 _IP = faiss.METRIC_INNER_PRODUCT
 
 
-def choose_kind(n: int) -> str:
-    """The FAISS index type for n vectors: exact search while it is fast enough."""
-    return "flat" if n <= FLAT_MAX else "pq_sq8"
+def choose_kind(n: int, index_total: int = 0) -> str:
+    """The FAISS index type for n vectors, a segment of an index of index_total (0: of n
+    alone): exact search while it is fast enough. Up to FLAT_MAX in all, every segment is
+    exact, so a grown index ranks as a fresh build does."""
+    if n > FLAT_MAX or (index_total > FLAT_MAX and n > SEGMENT_FLAT_MAX):
+        return "pq_sq8"
+    return "flat"
 
 
 def ivf_lists(n: int) -> int:
@@ -180,8 +188,10 @@ class VectorIndex:
         return int(self.index.d)
 
     @classmethod
-    def build(cls, vectors: np.ndarray, ids: np.ndarray, kind: str = "auto") -> VectorIndex:
-        """Index unit vectors under their row ids; "auto" lets choose_kind pick the kind.
+    def build(cls, vectors: np.ndarray, ids: np.ndarray, kind: str = "auto",
+              index_total: int = 0) -> VectorIndex:
+        """Index unit vectors under their row ids; "auto" lets choose_kind pick the kind
+        (for a segment of an index of index_total vectors).
 
         A kind asked for with fewer vectors than it can train on (MIN_VECTORS) is built
         as "flat"; `.kind` tells which was built.
@@ -190,7 +200,7 @@ class VectorIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if vectors.ndim != 2 or len(ids) != len(vectors):
             raise ValueError("vectors must be 2-D with one id per row")
-        kind = choose_kind(len(vectors)) if kind == "auto" else kind
+        kind = choose_kind(len(vectors), index_total) if kind == "auto" else kind
         if kind not in KINDS:
             raise ValueError(f"unknown vector index kind {kind!r}; known: {', '.join(KINDS)}")
         if len(vectors) < MIN_VECTORS[kind]:

@@ -340,3 +340,33 @@ def test_search_with_a_helper_thread_gives_the_hits_of_one_thread(tmp_path, stan
     shared = _top(lib, queries), [lib.ask(q).to_json() for q in queries]
     assert helped == [False] * 10 + [True] * 10
     assert shared == alone
+
+
+def test_big_segments_of_a_big_index_are_approximate(tmp_path, standin, monkeypatch):
+    """Past FLAT_MAX vectors in all (where a fresh build is approximate anyway), a segment
+    of more than SEGMENT_FLAT_MAX is written pq_sq8 (here by an update); a small one
+    stays exact, and so does every segment of an index up to FLAT_MAX."""
+    import index.vectors as vectors
+
+    monkeypatch.setattr(vectors, "FLAT_MAX", 60)
+    monkeypatch.setattr(vectors, "SEGMENT_FLAT_MAX", 20)
+    monkeypatch.setitem(vectors.MIN_VECTORS, "pq_sq8", 16)
+    monkeypatch.setattr(segments, "MERGE_FACTOR", 100)  # no merges: one segment an update
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    lib = Library(tmp_path / "index", standin)
+
+    def add(first: int, count: int) -> list[tuple[str, int]]:
+        for n in range(first, first + count):
+            (folder / f"a{n}.md").write_text(article(n))
+        lib.update([str(folder)])
+        snap = lib.snapshot()
+        return [(p.kind, p.ntotal) for p in snap.vectors.parts]
+
+    first = add(0, 16)
+    assert [k for k, _ in first] == ["flat"] and 20 < first[0][1] <= 60
+    grown = add(16, 16)
+    assert sum(n for _, n in grown) > 60 and grown[1][1] > 20
+    assert [k for k, _ in grown] == ["flat", "pq_sq8"]
+    small = add(32, 1)
+    assert small[-1][0] == "flat" and small[-1][1] <= 20
