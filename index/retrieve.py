@@ -210,9 +210,11 @@ def _gather(snap: Snapshot, query: str, qvec: np.ndarray, pool: int, sentences: 
         qvec, pool, lexical_side)
     ids = np.unique(np.concatenate([dense_ids[0][dense_ids[0] >= 0], lex_ids])).astype(np.int64)
     rest = [i for i in ids.tolist() if i not in vecs]
-    vecs.update(zip(rest, snap.embeddings(rest), strict=True))
+    matrix = snap.embeddings(rest)  # every candidate's, in order, when none was read beside
     if sentences:
         stored.update(snap.sentences(rest))
+    if vecs:
+        vecs.update(zip(rest, matrix, strict=True))
+        matrix = np.stack([vecs[i] for i in ids.tolist()])
     # Exact cosines for every candidate, whatever approximate index found them.
-    matrix = np.stack([vecs[i] for i in ids.tolist()]) if len(ids) else np.zeros((0, len(qvec)))
-    return _Pool(ids, (matrix @ qvec).astype(np.float32), lex_all[ids], stored, terms)
+    return _Pool(ids, matrix @ qvec, lex_all[ids], stored, terms)
