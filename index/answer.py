@@ -117,13 +117,14 @@ def build_answer(question: str, hits: list[Hit], qvec: np.ndarray,
     if read is None:
         return Answer(question=question, answered=False, answer=NOT_FOUND, keywords=keywords)
     sentences, vecs, p = read.sentences, read.vectors, read.answerable
+    refuse = p < settings.min_score or read.cosine < settings.min_cosine or read.missing
     unknown = read.unknown
-    if unknown >= settings.max_unknown and words is not None and lexical is not None and \
-            settings.said_alike <= 1:
+    # Words in other words are looked for (a model call) only when they alone would refuse.
+    if not refuse and unknown >= settings.max_unknown and words is not None and \
+            lexical is not None and settings.said_alike <= 1:
         said = said_otherwise(question, terms, sentences, words, settings.said_alike)
         unknown = unknown_share(terms.stems, lexical, said)
-    if p < settings.min_score or read.cosine < settings.min_cosine or \
-            unknown >= settings.max_unknown or read.missing:
+    if refuse or unknown >= settings.max_unknown:
         return Answer(question=question, answered=False, answer=NOT_FOUND,
                       keywords=keywords, score=p)
     cite_within = model.cite_within if model is not None else 0.1
