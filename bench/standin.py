@@ -33,3 +33,7 @@ class HashEmbedder(Embedder):
         if progress and len(texts):
             progress(len(texts))
         return out
+
+    def word_vectors(self, texts: Sequence[str]) -> list[tuple[list[str], np.ndarray]]:
+        """Each text's words with a hash vector each (the model is never loaded)."""
+        return [(words, self.encode(words)) for words in (t.lower().split() for t in texts)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +48,11 @@ class AnswerSettings:
         contradiction_penalty: taken off the score of a sentence that negates or swaps the
             question's words (answer_model.contradicts), so it is neither answer nor citation
             unless nothing else comes close.
+        max_unknown: refuse when the question's words that no indexed passage holds carry
+            this share of its weight or more (unknown_share)...
+        said_alike: ...unless a word of the best sentences says them in other words: its
+            contextual vector within this cosine of the question word's (said_otherwise).
+            Above 1 turns it off.
     """
 
     min_score: float = setting(0.5, min=-1, max=1)
@@ -62,6 +67,7 @@ class AnswerSettings:
     duplicate_similarity: float = setting(0.85, max=1)
     quote_similarity: float = setting(0.5, max=1)
     max_unknown: float = setting(0.55, max=100)
+    said_alike: float = setting(0.7, max=100)
     number_passages: int = setting(10, max=1000)
 
 
@@ -90,7 +96,8 @@ def highlight_spans(text: str, keywords: Sequence[str]) -> list[tuple[int, int]]
 def build_answer(question: str, hits: list[Hit], qvec: np.ndarray,
                  stored: Mapping[int, ChunkSentences],
                  settings: AnswerSettings = AnswerSettings(),
-                 lexical: Lexical | None = None, model: AnswerModel | None = None) -> Answer:
+                 lexical: Lexical | None = None, model: AnswerModel | None = None,
+                 words: WordVectors | None = None) -> Answer:
     """Pick answer sentences from the top passages and cite them, or say nothing answers.
 
     Args:
@@ -99,6 +106,8 @@ def build_answer(question: str, hits: list[Hit], qvec: np.ndarray,
         lexical: the index's BM25 model: its word counts weigh the question's words and tell
             which ones the sources never use; without it every word weighs the same.
         model: the learned scorers (the committed answer_model.json when None).
+        words: texts to their words' contextual vectors (Embedder.word_vectors), to tell an
+            unknown word the best sentences say in other words; without it none is.
     """
     model = model or load_model()
     terms = question_terms(question, lexical)
@@ -108,8 +117,14 @@ def build_answer(question: str, hits: list[Hit], qvec: np.ndarray,
     if read is None:
         return Answer(question=question, answered=False, answer=NOT_FOUND, keywords=keywords)
     sentences, vecs, p = read.sentences, read.vectors, read.answerable
-    if p < settings.min_score or read.cosine < settings.min_cosine or \
-            read.unknown >= settings.max_unknown or read.missing:
+    refuse = p < settings.min_score or read.cosine < settings.min_cosine or read.missing
+    unknown = read.unknown
+    # Words in other words are looked for (a model call) only when they alone would refuse.
+    if not refuse and unknown >= settings.max_unknown and words is not None and \
+            lexical is not None and settings.said_alike <= 1:
+        said = said_otherwise(question, terms, sentences, words, settings.said_alike)
+        unknown = unknown_share(terms.stems, lexical, said)
+    if refuse or unknown >= settings.max_unknown:
         return Answer(question=question, answered=False, answer=NOT_FOUND,
                       keywords=keywords, score=p)
     cite_within = model.cite_within if model is not None else 0.1
@@ -212,8 +227,10 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
 
-def unknown_share(stems: Sequence[str], lexical: Lexical) -> float:
-    """The share of a question's weight (IDF) in words that no indexed passage contains.
+def unknown_share(stems: Sequence[str], lexical: Lexical,
+                  said: frozenset[str] = frozenset()) -> float:
+    """The share of a question's weight (IDF) in words that no indexed passage contains
+    (leaving out said: words the best sentences say in other words).
 
     "When was Darroch born?" is about the articles, and close to many of their sentences,
     but nothing in them says "born": that is what tells an unanswerable question from an
@@ -223,7 +240,33 @@ def unknown_share(stems: Sequence[str], lexical: Lexical) -> float:
         return 1.0
     df = lexical.doc_freqs(list(stems))
     idf = np.log((lexical.n_docs + 1) / (df + 0.5))
-    return float(idf[df == 0].sum() / idf.sum()) if idf.sum() > 0 else 0.0
+    unknown = (df == 0) & np.array([s not in said for s in stems])
+    return float(idf[unknown].sum() / idf.sum()) if idf.sum() > 0 else 0.0
+
+
+# Texts to each one's words and their contextual vectors (Embedder.word_vectors).
+WordVectors = Callable[[list[str]], list[tuple[list[str], np.ndarray]]]
+
+
+def said_otherwise(question: str, terms: Terms, sentences: Sequence[_Sentence],
+                   words: WordVectors, alike: float, best: int = 3) -> frozenset[str]:
+    """The question's stems that a word of its best sentences says in other words: the two
+    words' vectors in context (the model's last layer) within cosine alike.
+
+    "which tory mp said boris threw darroch under the bus?" uses "threw", which no article
+    does; "... had thrown Darroch under the bus" says it ("threw" and "thrown" 0.77). "When
+    was Darroch born?" has no such word ("born" and the closest, "speculation", 0.15).
+    """
+    top = sorted(sentences, key=lambda s: -s.score)[:best]
+    (qwords, qvecs), *rest = words([question] + [s.text for s in top])
+    keys = set(terms.stems)
+    said: set[str] = set()
+    for w, v in zip(qwords, qvecs, strict=True):
+        stem = tokenize(w)
+        if stem and stem[0] in keys and \
+                any(len(sv) and float((sv @ v).max()) >= alike for _, sv in rest):
+            said.add(stem[0])
+    return frozenset(said)
 
 
 _NUMBER_TOKEN = re.compile(r"(?<![\w.,])\d[\d,.]*\d(?![\w]|[.,]\d)")

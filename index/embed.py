@@ -31,7 +31,7 @@ from .errors import CitebotError
 from .machine import batch_workers, cpu_model, torch_threads, version
 from .model_files import DEFAULT_MODEL, ModelShape, read_shape, resolve_model
 from .onnx_export import export_folder, make_export, open_export, session_forward
-from .pooling import Forward, pad, pooled_batches
+from .pooling import Forward, pad, pooled_batches, word_vectors
 
 __all__ = ["BACKENDS", "DEFAULT_MODEL", "MIN_COSINE", "Embedder", "resolve_model"]
 
@@ -71,6 +71,7 @@ class Embedder:
         self.cpus = cpus
         self._st = None
         self._bf16: Forward | None = None
+        self._fp32: Forward | None = None
         self._tokenizer = None
         self._model_tokenizer = None
         self._session: Any = None  # None: not opened yet; False: unusable, already logged
@@ -205,6 +206,17 @@ class Embedder:
         """One text's vector, by the torch-free ONNX path when the export exists."""
         return self.encode([text])[0]
 
+    def word_vectors(self, texts: Sequence[str]) -> list[tuple[list[str], np.ndarray]]:
+        """Each text's words with their contextual vectors (the mean of the word's pieces in
+        the transformer's last layer, normalised), in one batch: by ONNX when the export
+        exists, else by the reference model in fp32. For a few short texts (an answer's)."""
+        texts = list(texts)
+        if not texts:
+            return []
+        session = self._onnx() if self._fast_ok else None
+        forward = session_forward(session) if session is not None else self._torch_forward()
+        return word_vectors(self.model_tokenizer, texts, forward, lower=self._lower)
+
     def route(self, texts: Sequence[str]) -> str:
         """The path encode() takes for these texts: small inputs ONNX, bulk work the measured
         or configured one."""
@@ -326,17 +338,32 @@ class Embedder:
 
         with self._lock:
             if self._bf16 is None:
-                model = copy.deepcopy(self._load()[0].auto_model).to("cpu", torch.bfloat16)
-                model.eval()
-
-                def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-                    with torch.inference_mode():
-                        out = model(input_ids=torch.from_numpy(ids),
-                                    attention_mask=torch.from_numpy(mask))
-                    return out.last_hidden_state.float().numpy()
-
-                self._bf16 = forward
+                self._bf16 = self._forward_of(torch.bfloat16)
         return self._bf16
+
+    def _torch_forward(self) -> Forward:
+        """The reference transformer in fp32 as a Forward (its last hidden state)."""
+        import torch
+
+        with self._lock:
+            if self._fp32 is None:
+                self._fp32 = self._forward_of(torch.float32)
+        return self._fp32
+
+    def _forward_of(self, dtype) -> Forward:
+        """A copy of the reference transformer in dtype on the CPU, as a Forward (call under
+        self._lock)."""
+        import torch
+
+        model = copy.deepcopy(self._load()[0].auto_model).to("cpu", dtype)
+        model.eval()
+
+        def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+            return out.last_hidden_state.float().numpy()
+
+        return forward
 
     # -- the ONNX path -------------------------------------------------------------------
 

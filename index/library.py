@@ -201,7 +201,7 @@ class Library:
         hits, stored = search_with_sentences(snap, query, qvec, self.settings.answer.passages,
                                              self.settings.retrieval)
         answer = build_answer(query, hits, qvec, stored, self.settings.answer,
-                              lexical=snap.lexical)
+                              lexical=snap.lexical, words=self.embedder.word_vectors)
         return answer if query == question else replace(answer, question=question)
 
     def _normalise(self, snap: Snapshot, query: str) -> str:

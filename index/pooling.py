@@ -57,3 +57,28 @@ def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     vecs = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
     norms = np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
     return (vecs / norms).astype(np.float32, copy=False)
+
+
+def word_vectors(tokenizer: Any, texts: list[str], forward: Forward, *,
+                 lower: bool = False) -> list[tuple[list[str], np.ndarray]]:
+    """Each text's words (as the tokenizer splits them) with their contextual vectors: the
+    mean of the word's pieces in the transformer's last layer, normalised. One batch."""
+    texts = [t.strip().lower() if lower else t.strip() for t in texts]
+    encs = tokenizer.encode_batch(texts)
+    ids, mask = pad(encs)
+    hidden = forward(ids, mask)
+    out = []
+    for enc, h, text in zip(encs, hidden, texts, strict=True):
+        spans: dict[int, list] = {}
+        for i, (w, (a, b)) in enumerate(zip(enc.word_ids, enc.offsets, strict=True)):
+            if w is not None:
+                spans.setdefault(w, [a, b, []])
+                spans[w][1] = b
+                spans[w][2].append(i)
+        if not spans:
+            out.append(([], np.zeros((0, hidden.shape[-1]), dtype=np.float32)))
+            continue
+        vecs = np.array([h[idx].mean(axis=0) for _, _, idx in spans.values()], dtype=np.float32)
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        out.append(([text[a:b] for a, b, _ in spans.values()], vecs))
+    return out

@@ -176,6 +176,24 @@ def test_unknown_share_weighs_words_no_passage_uses():
     assert unknown_share([], lex) == 1.0
 
 
+def test_an_unknown_word_the_best_sentences_say_in_other_words_counts_as_known(seeds_library):
+    """No article says "threw" or "tory", so they weigh as unknown words (0.64 of the
+    question) and it was refused; "... has basically thrown this fantastic diplomat under the
+    bus" says "threw" in context (cosine 0.77 of their vectors in the model's last layer), so
+    it is answered. No sentence says "born" in other words: still refused."""
+    q = "which tory mp said boris threw darroch under the bus"
+    a = seeds_library.ask(q)
+    assert a.answered and "Alan Duncan" in a.answer
+    off = replace(seeds_library.settings,
+                  answer=replace(seeds_library.settings.answer, said_alike=1.5))
+    assert not Library(seeds_library.index_dir, seeds_library.embedder, off).ask(q).answered
+    assert not seeds_library.ask("when was Darroch born?").answered
+    (words, vecs), = seeds_library.embedder.word_vectors(["Hunt threw it, they said."])
+    assert [w.lower() for w in words] == ["hunt", "threw", "it", ",", "they", "said", "."]
+    assert vecs.shape == (7, seeds_library.embedder.dim)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+
+
 def test_off_topic_questions_are_always_refused(seed_answers):
     off = calibration("off_topic")
     assert len(off) >= 15

@@ -312,3 +312,22 @@ def test_a_question_during_the_bulk_measurement_stays_off_torch(prepared, refere
     assert set(torch_threads) == {"measuring"} and embedder.backend_used == "onnx"
     assert float(vec @ reference(QUESTIONS[:1])[0]) >= 0.9999
     assert (tmp_path / "bulk-backend.json").exists()  # the measurement itself went through
+
+
+def test_word_vectors_agree_on_both_paths(prepared, cache):
+    """Embedder.word_vectors (answer.said_otherwise): one unit vector per word, in context;
+    by ONNX with the export and by the fp32 reference without it, the same vectors."""
+    texts = ["Johnson has thrown Darroch under the bus.", "Who threw him under the bus?"]
+    onnx = prepared.word_vectors(texts)
+    plain = Embedder(cache_dir=None).word_vectors(texts)  # no export: the reference model
+    for (w1, v1), (w2, v2) in zip(onnx, plain, strict=True):
+        assert w1 == w2 and v1.shape == (len(w1), prepared.dim)
+        assert np.allclose(np.linalg.norm(v1, axis=1), 1.0, atol=1e-5)
+        assert _cosines(v1, v2).min() >= 0.999
+    assert [w.lower() for w in onnx[1][0]] == ["who", "threw", "him", "under", "the", "bus", "?"]
+    (words_a, a), (words_b, b) = onnx
+    at_a, at_b = [w.lower() for w in words_a], [w.lower() for w in words_b]
+    bus = a[at_a.index("bus")]
+    # The same word in two sentences is closer than two words of one sentence.
+    assert float(bus @ b[at_b.index("bus")]) > float(bus @ a[at_a.index("darroch")])
+    assert prepared.word_vectors([]) == []
