@@ -257,16 +257,24 @@ def said_otherwise(question: str, terms: Terms, sentences: Sequence[_Sentence],
     does; "... had thrown Darroch under the bus" says it ("threw" and "thrown" 0.77). "When
     was Darroch born?" has no such word ("born" and the closest, "speculation", 0.15).
     """
-    top = sorted(sentences, key=lambda s: -s.score)[:best]
-    (qwords, qvecs), *rest = words([question] + [s.text for s in top])
+    top = [s.text for s in sorted(sentences, key=lambda s: -s.score)[:best]]
+    return frozenset(stem for stem, cos in closest_words(question, terms, top, words)
+                     if cos >= alike)
+
+
+def closest_words(question: str, terms: Terms, texts: Sequence[str], words: WordVectors
+                  ) -> list[tuple[str, float]]:
+    """Each word of the question that is one of its terms, as its stem, with its best cosine
+    in context to a word of texts (-1 when texts have no word)."""
+    (qwords, qvecs), *rest = words([question, *texts])
     keys = set(terms.stems)
-    said: set[str] = set()
+    out = []
     for w, v in zip(qwords, qvecs, strict=True):
         stem = tokenize(w)
-        if stem and stem[0] in keys and \
-                any(len(sv) and float((sv @ v).max()) >= alike for _, sv in rest):
-            said.add(stem[0])
-    return frozenset(said)
+        if stem and stem[0] in keys:
+            out.append((stem[0], max((float((sv @ v).max()) for _, sv in rest if len(sv)),
+                                     default=-1.0)))
+    return out
 
 
 _NUMBER_TOKEN = re.compile(r"(?<![\w.,])\d[\d,.]*\d(?![\w]|[.,]\d)")

@@ -21,9 +21,8 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from index.answer import read_sentences  # noqa: E402
+from index.answer import closest_words, read_sentences  # noqa: E402
 from index.answer_model import load_model, text_stems  # noqa: E402
-from index.lexical import tokenize  # noqa: E402
 from index.library import Library, Settings  # noqa: E402
 from index.retrieve import candidates, ranked_hits  # noqa: E402
 from training.train_answer_model import TRAIN  # noqa: E402
@@ -46,14 +45,9 @@ def closest(lib: Library, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         if read is None:
             continue
         top = [s.text for s in sorted(read.sentences, key=lambda s: -s.score)[:3]]
-        (qwords, qvecs), *rest = lib.embedder.word_vectors([q, *top])
         held = set().union(*(text_stems(t) for t in top))
-        keys = set(cands.terms.stems)
-        for w, vec in zip(qwords, qvecs, strict=True):
-            stem = tokenize(w)
-            if stem and stem[0] in keys:
-                best = max(float((sv @ vec).max()) for _, sv in rest if len(sv))
-                (same if stem[0] in held else other).append(best)
+        for stem, best in closest_words(q, cands.terms, top, lib.embedder.word_vectors):
+            (same if stem in held else other).append(best)
     return np.array(same), np.array(other)
 
 
