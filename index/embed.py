@@ -351,11 +351,15 @@ class Embedder:
         return self._fp32
 
     def _forward_of(self, dtype) -> Forward:
-        """A copy of the reference transformer in dtype on the CPU, as a Forward (call under
-        self._lock)."""
+        """The reference transformer in dtype on the CPU, as a Forward (call under
+        self._lock): the loaded model itself when it is that already (fp32 on the CPU), else
+        a copy, so the loaded one stays as encode() uses it."""
         import torch
 
-        model = copy.deepcopy(self._load()[0].auto_model).to("cpu", dtype)
+        model = self._load()[0].auto_model
+        first = next(model.parameters())
+        if (first.device.type, first.dtype) != ("cpu", dtype):
+            model = copy.deepcopy(model).to("cpu", dtype)
         model.eval()
 
         def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

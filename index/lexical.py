@@ -362,8 +362,9 @@ class Lexical:
         return out, held
 
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(top(scores(query), k), scores(query)), the top found among the chunks holding
-        the query's stems instead of every id: at 1M chunks most ids hold none."""
+        """(top(scores(query), k), scores(query)), the top cut from the chunks scoring at or
+        above a floor (the k-th best among the rarest stems' chunks) instead of from every
+        chunk with a positive score: at 1M chunks often more than 100,000."""
         out, held = self._scored(query)
         # The k-th best score among the chunks of the rarest stems is a floor for the k-th
         # best of all: only chunks at or above it are candidates.
