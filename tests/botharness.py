@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import ROOT  # not from conftest: see bot_process
 from bot import discord_render as render
 from bot.asker import Answerer, Asker
 from bot.botdata import BotData, open_bot_data
@@ -36,7 +37,6 @@ from bot.discord_admin import Updater
 from bot.discord_bot import CitebotBot, make_bot
 from index.records import Answer, Citation, Source
 
-from .conftest import ROOT
 from .fakediscord import BotThread, FakeDiscord, Request, invalid_message
 
 
@@ -100,7 +100,9 @@ def bot_process(fake: FakeDiscord, config: Path, log: Path) -> subprocess.Popen:
     """A real `citebot --config CONFIG bot` process talking to fake (its stderr to log).
 
     Only discord.py's two addresses are changed, by `python -m tests.botharness`, before the
-    CLI runs; everything else is the installed entry point's code.
+    CLI runs; everything else is the installed entry point's code. That child must not import
+    tests/conftest.py, which makes a temporary session folder that only pytest removes: it
+    gets the parent's temporary HOME and caches through its environment instead.
     """
     env = {**os.environ, "DISCORD_TOKEN": fake.token, "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as err:

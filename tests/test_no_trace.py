@@ -33,3 +33,13 @@ def test_asking_writes_nothing_into_home(seeds_index, tmp_path):
     assert done.returncode == 0, done.stderr
     assert '"citations"' in done.stdout
     assert list(home.iterdir()) == []
+
+
+def test_the_bot_process_helper_makes_no_session_folder(tmp_path):
+    """`python -m tests.botharness` (the real `citebot bot` process of the shard tests) runs
+    outside pytest: it must not import conftest, whose session folder only pytest removes."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", "import tests.botharness"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not list(tmp_path.glob("citebot-tests-*"))
