@@ -6,9 +6,9 @@ synthetic data calibrated to MiniLM embeddings (bench/results/scale.md):
 - up to FLAT_MAX = 100,000 vectors, "flat": exact search, 6.8 ms a question at 100,000
   (half the ~15 ms search budget) and 154 MB; no training, nothing to tune, nothing lost.
 - beyond, "pq_sq8": every vector is scanned as a 48-byte 4-bit PQ code with FAISS fast-scan,
-  then the best k·REFINE_K_FACTOR candidates are scored again with 8-bit scalar-quantised
-  codes. At 1,000,000: recall@10 0.984 against exact, p50 2.8 ms (p99 4.9), 440 MB, built
-  in 5 s; 13.8 ms a question with the embedding included (embedding alone 9.7 ms).
+  then the best REFINE_CANDIDATES are scored again with 8-bit scalar-quantised codes. At
+  1,000,000: recall@10 0.989 against exact, p50 3.8 ms (p99 4.8), 440 MB, built in 5 s
+  (k_factor 200 at k = 10 in the table).
 
 Rejected at 1,000,000 vectors: exact (57 ms, 1.5 GB); flat SQ8 (43 ms); HNSW over SQ8, M 24,
 efConstruction 80 (4-minute build, 600 MB, recall 0.88 at efSearch 1024 in 4.7 ms, 0.91 at
@@ -51,10 +51,14 @@ FLAT_MAX = 100_000  # exact search up to this many vectors, then pq_sq8
 # segment of more than this is written pq_sq8 too: at 250k stand-in vectors two exact
 # segments of 61k cost 4 ms a question each, as pq_sq8 about 0.5 (docs/index-growth.md).
 SEGMENT_FLAT_MAX = 10_000
-REFINE_K_FACTOR = 100  # pq_sq8 re-ranks k·100 fast-scan candidates with the SQ8 codes
+# pq_sq8 re-ranks this many fast-scan candidates a question with the SQ8 codes, whatever k.
+# Retrieval asks for k = 50 to fuse; at 1M MiniLM-like vectors (bench/scale.py's data, six
+# segments) re-ranking k·100 = 5,000 gave recall@10 0.991, recall@50 0.988 in 4.9 ms, and
+# 2,000 gives 0.990 and 0.979 in 3.4 ms (1,000: 0.988, 0.954, 2.9 ms; docs/index-growth.md).
+REFINE_CANDIDATES = 2_000
 # Several approximate segments share that budget by their share of the vectors (at least
-# REFINE_MIN_FACTOR each), so a question costs about what one index of them all would.
-REFINE_MIN_FACTOR = 20
+# REFINE_MIN_FACTOR·k each), so a question costs about what one index of them all would.
+REFINE_MIN_FACTOR = 2
 HNSW_M = 24  # graph links per node: 32 would put 1M vectors over 0.6 GB
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 1024
@@ -162,14 +166,13 @@ def _kind_of(index: faiss.Index) -> str | None:
 
 
 def _tune(index: faiss.Index, kind: str) -> None:
-    """Set the search-time effort, so the file's stored value never decides it."""
+    """Set the search-time effort, so the file's stored value never decides it (pq_sq8's
+    is given with each search: VectorIndex.params)."""
     inner = _inner(index)
     if kind == "hnsw_sq8":
         inner.hnsw.efSearch = HNSW_EF_SEARCH
     elif kind == "ivf_sq8":
         inner.nprobe = max(1, round(inner.nlist * IVF_PROBE_FRACTION))
-    elif kind == "pq_sq8":
-        inner.k_factor = REFINE_K_FACTOR
 
 
 class VectorIndex:
@@ -178,6 +181,7 @@ class VectorIndex:
     def __init__(self, index: faiss.Index, kind: str) -> None:
         self.index = index
         self.kind = kind
+        self.candidates = float(REFINE_CANDIDATES)  # pq_sq8: re-ranked per query
 
     @property
     def ntotal(self) -> int:
@@ -213,9 +217,18 @@ class VectorIndex:
 
     def refine_share(self, share: float) -> None:
         """Re-rank this share of the candidates one pq_sq8 index of all segments would."""
-        if self.kind == "pq_sq8":
-            _inner(self.index).k_factor = max(REFINE_MIN_FACTOR,
-                                              round(REFINE_K_FACTOR * share))
+        self.candidates = REFINE_CANDIDATES * share
+
+    def params(self, k: int) -> faiss.SearchParameters | None:
+        """The search parameters of a k-neighbour search: pq_sq8's re-ranking depth."""
+        if self.kind != "pq_sq8":
+            return None
+        return faiss.IndexRefineSearchParameters(
+            k_factor=max(REFINE_MIN_FACTOR, self.candidates / max(1, k)))
+
+    def faiss_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS's search of a float32 query matrix, with this index's parameters."""
+        return self.index.search(queries, k, params=self.params(k))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) per query row; missing slots have id -1.
@@ -227,9 +240,9 @@ class VectorIndex:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, self.ntotal or 1))
         if len(queries) != 1:
-            return self.index.search(queries, k)
+            return self.faiss_search(queries, k)
         with omp_threads(1):
-            return self.index.search(queries, k)
+            return self.faiss_search(queries, k)
 
     def save(self, path: Path) -> None:
         faiss.write_index(self.index, str(path))
@@ -300,7 +313,7 @@ def search_segments(parts: Sequence[VectorIndex], query: np.ndarray, ks: Sequenc
     def work() -> None:
         while (j := next(taken)) < len(order):
             i = order[j]
-            found[i] = parts[i].index.search(query, ks[i])
+            found[i] = parts[i].faiss_search(query, ks[i])
 
     shared = len(parts) > 1 and sum(p.ntotal for p in parts) > SHARED_MIN and cpu_free()
     helper = _helper_thread().submit(work) if shared else None
@@ -356,7 +369,7 @@ class SegmentedVectors:
             return self.search_beside(queries, k, lambda shared: None)[0]
         k = max(1, k)
         # FAISS spreads a batch over its own threads
-        return self._merge([part.index.search(queries, min(k + len(self.dead), part.ntotal))
+        return self._merge([part.faiss_search(queries, min(k + len(self.dead), part.ntotal))
                             for part in self.parts if part.ntotal], k, len(queries))
 
     def search_beside(self, query: np.ndarray, k: int, beside: Callable[[bool], T]

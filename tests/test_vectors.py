@@ -83,6 +83,25 @@ def test_load_restores_the_search_effort_a_file_lost(built, data, tmp_path: Path
     assert faiss.downcast_index(loaded.index.index).hnsw.efSearch == shipped
 
 
+def test_pq_sq8_re_ranks_a_number_of_candidates_whatever_k(built, data):
+    """A k-neighbour pq_sq8 search re-ranks REFINE_CANDIDATES fast-scan candidates, not k
+    times a factor, whatever k_factor the FAISS index holds: FAISS's results at that depth."""
+    from index.vectors import REFINE_CANDIDATES
+
+    _, _, questions = data
+    vi = built["pq_sq8"]
+    inner = faiss.downcast_index(vi.index.index)
+    stored = inner.k_factor
+    try:
+        for k in (10, 50):
+            inner.k_factor = 1.0
+            got = vi.search(questions[:20], k)[1]
+            inner.k_factor = REFINE_CANDIDATES / k
+            np.testing.assert_array_equal(got, vi.index.search(questions[:20], k)[1])
+    finally:
+        inner.k_factor = stored
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "other kind"])
 @pytest.mark.parametrize("mmap", [False, True])
 def test_damaged_file_raises_index_corrupt(built, tmp_path: Path, damage, mmap):
@@ -138,7 +157,7 @@ def test_k_beyond_size_is_clamped_and_unknown_kind_refused(data):
 def test_approximate_segments_share_the_refine_budget_and_keep_recall(data):
     """Four pq_sq8 segments re-rank a quarter of one index's candidates each (a flat one
     takes no share), and together they find what one index of them all finds."""
-    from index.vectors import REFINE_K_FACTOR, SegmentedVectors
+    from index.vectors import REFINE_CANDIDATES, SegmentedVectors
 
     chunks, ids, questions = data
     quarters = np.array_split(np.arange(N), 4)
@@ -147,10 +166,9 @@ def test_approximate_segments_share_the_refine_budget_and_keep_recall(data):
     whole = VectorIndex.build(chunks, ids, "pq_sq8")
     both = SegmentedVectors([*parts, small], np.zeros(0, dtype=np.int64), int(ids.max()) + 10 * N,
                             N + 10, 384)
-    factors = [faiss.downcast_index(p.index.index).k_factor for p in parts]
-    assert factors == [REFINE_K_FACTOR // 4] * 4
+    assert [p.candidates for p in parts] == [REFINE_CANDIDATES / 4] * 4
     SegmentedVectors([whole], np.zeros(0, dtype=np.int64), int(ids.max()) + 1, N, 384)
-    assert faiss.downcast_index(whole.index.index).k_factor == REFINE_K_FACTOR
+    assert whole.candidates == REFINE_CANDIDATES
     assert small.kind == "flat" and both.parts[-1] is small
     split_only = SegmentedVectors(parts, np.zeros(0, dtype=np.int64), int(ids.max()) + 1, N, 384)
     exact = VectorIndex.build(chunks, ids, "flat").search(questions, 10)[1]
@@ -166,14 +184,14 @@ class _Spy:
         self.index, self.seen, self.delay, self.began = index, seen, delay, began
         self.ntotal, self.d = index.ntotal, index.d
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, params=None) -> tuple[np.ndarray, np.ndarray]:
         import threading
         import time
 
         self.seen.append(threading.current_thread().name)
         self.began.set()
         time.sleep(self.delay)
-        return self.index.search(queries, k)
+        return self.index.search(queries, k, params=params)
 
 
 def _spied(parts: list[VectorIndex], seen: list[str], delay: float = 0.0):
