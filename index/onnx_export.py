@@ -40,14 +40,45 @@ Pooled = Callable[[Forward, list[str]], np.ndarray]
 
 
 def export_folder(cache_dir: Path, name: str, model_path: Path) -> Path:
-    """Where the export of this model (these weight files, this ONNX Runtime) lives."""
+    """Where the export of this model (these weights, this ONNX Runtime) lives.
+
+    Keyed by the weights' content, not by where they lie: every install of the same model
+    package (each clone's virtual environment) shares one export of ~90 MB instead of
+    making its own.
+    """
     weights = sorted(f for f in model_path.iterdir()
                      if f.suffix in (".safetensors", ".bin", ".pt", ".onnx"))
     ident = [name, str(EXPORT_FORMAT)]
-    ident += [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in weights]
+    ident += [f"{f.name}:{d}" for f, d in zip(weights, weight_digests(cache_dir, weights),
+                                                strict=True)]
     key = hashlib.sha256("|".join(ident).encode()).hexdigest()[:16]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name.rsplit("/", 1)[-1])[:40]
     return cache_dir / "onnx" / f"{slug}-{key}-ort{version('onnxruntime')}"
+
+
+def weight_digests(cache_dir: Path, files: list[Path]) -> list[str]:
+    """Each file's SHA-256, remembered in cache_dir by path, size and modification time:
+    hashing 90 MB of weights takes ~0.2 s, once per install instead of at every start."""
+    memo = cache_dir / "onnx" / "weights.json"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    out, fresh = [], False
+    for f in files:
+        stat = f.stat()
+        stamp = f"{f.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        if not isinstance(known.get(stamp), str):
+            known[stamp], fresh = _sha256(f), True
+        out.append(known[stamp])
+    if fresh:
+        try:
+            write_json(memo, known)
+        except OSError as exc:  # a read-only cache: hashed again next time
+            log.debug("could not remember weight digests in %s: %s", memo, exc)
+    return out
 
 
 def session_forward(session: Any) -> Forward:

