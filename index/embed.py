@@ -17,6 +17,7 @@ needs one (the measurement, Ray workers), so a question asked meanwhile stays to
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -249,9 +250,10 @@ class Embedder:
         where = self.onnx_dir
         return where is not None and not (where / "meta.json").exists()
 
-    @property
+    @functools.cached_property
     def onnx_dir(self) -> Path | None:
-        """The folder of this model's ONNX export in cache_dir (it may not exist yet)."""
+        """The folder of this model's ONNX export in cache_dir (it may not exist yet); worked
+        out once: it is keyed by the weights, which a process loads once (export_folder)."""
         if self.cache_dir is None or not self._fast_ok:
             return None
         return export_folder(self.cache_dir, self.name, self.path)
