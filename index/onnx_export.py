@@ -68,17 +68,26 @@ def weight_digests(cache_dir: Path, files: list[Path]) -> list[str]:
         known = {}
     out, fresh = [], False
     for f in files:
-        stat = f.stat()
-        stamp = f"{f.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        stamp = _stamp(f)
         if not isinstance(known.get(stamp), str):
             known[stamp], fresh = _sha256(f), True
         out.append(known[stamp])
-    if fresh:
+    if fresh:  # written without the entries of files gone or changed since
+        known = {stamp: d for stamp, d in known.items() if _stamp(stamp.rsplit("|", 2)[0]) == stamp}
         try:
             write_json(memo, known)
         except OSError as exc:  # a read-only cache: hashed again next time
             log.debug("could not remember weight digests in %s: %s", memo, exc)
     return out
+
+
+def _stamp(file: Path | str) -> str:
+    """A weight file's path, size and modification time ("" when it is gone)."""
+    try:
+        stat = os.stat(file)
+    except OSError:
+        return ""
+    return f"{Path(file).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 def session_forward(session: Any) -> Forward:

@@ -205,7 +205,10 @@ def test_installs_of_the_same_weights_share_one_export(tmp_path, monkeypatch):
         last = f.read(1)
         f.seek(-1, os.SEEK_END)
         f.write(bytes([last[0] ^ 1]))
+    shutil.rmtree(first.parent)  # that install is gone: its digest is not kept
     assert onnx_export.export_folder(cache, name, second) != where
+    memo = json.loads((cache / "onnx" / "weights.json").read_text())
+    assert [stamp.split("|")[0] for stamp in memo] == [str(weights.resolve())]
 
 
 def test_bulk_choice_is_accurate_and_measured_once(cache, prepared, reference, passages,
