@@ -48,6 +48,9 @@ if TYPE_CHECKING:  # the milvus backend is an extra
 # progress(chunks done, chunks to embed), called as embedding goes on; a chunk counts as done
 # with its sentences.
 Progress = Callable[[int, int], None]
+# A first build or a rebuild embeds and writes this many chunks at a time (Library.update): at
+# about 11 KB of chunk and sentence vectors a chunk, about 1.1 GB held per part.
+BUILD_PART = 100_000
 
 
 @dataclass(frozen=True)
@@ -256,8 +259,23 @@ class Library:
                 raise CitebotError("that would leave the index with no sources, so it is left "
                                    "as it was; add another source first")
             if plan.writes or rebuild or writer.is_new:
-                embeddings, sentences = self._embed(writer, rows, progress, report)
-                report.generation = writer.apply(plan.dropped_ids, rows, embeddings, sentences)
+                # A first build or a rebuild writes a generation no reader sees before the
+                # update ends, so it embeds and writes in parts: its memory is the loaded
+                # texts and one part's vectors, not every chunk's (a build of 1M chunks in
+                # one part peaked at 12.8 GB, docs/index-growth.md). Any other update is one
+                # commit, which readers see whole.
+                parts = build_parts(rows, BUILD_PART) if writer.is_new else [rows]
+                total, done = sum(len(r.chunks) for r in rows), 0
+                for n, part in enumerate(parts):
+                    parted = progress is not None and len(parts) > 1
+                    shown = _offset(progress, done, total) if parted else progress
+                    embeddings, sentences = self._embed(writer, part, shown, report)
+                    report.generation = writer.apply(plan.dropped_ids if n == 0 else [], part,
+                                                     embeddings, sentences)
+                    del embeddings, sentences
+                    done += sum(len(r.chunks) for r in part)
+                    if parted:
+                        progress(done, total)  # reused chunks count as done too
                 report.seconds = time.monotonic() - started
                 merging = time.monotonic()
                 report.merges = writer.merge()
@@ -340,9 +358,29 @@ class Library:
                 sentences[i] = ChunkSentences(
                     tuple((c.start + a, c.start + b) for a, b in spans[i]),
                     vecs[[row[c.text[a:b]] for a, b in spans[i]]].reshape(-1, self.embedder.dim))
-        report.chunks_embedded = len(todo)
+        report.chunks_embedded += len(todo)
         assert all(s is not None for s in sentences)  # every chunk was reused or embedded
         return out, [s for s in sentences if s is not None]
+
+
+def build_parts(rows: list[SourceRows], size: int) -> list[list[SourceRows]]:
+    """The rows in consecutive parts of at most size chunks (a source bigger than that is a
+    part of its own); one empty part for no rows."""
+    parts: list[list[SourceRows]] = [[]]
+    held = 0
+    for r in rows:
+        if parts[-1] and held + len(r.chunks) > size:
+            parts.append([])
+            held = 0
+        parts[-1].append(r)
+        held += len(r.chunks)
+    return parts
+
+
+def _offset(progress: Progress | None, done: int, total: int) -> Progress:
+    """progress for one part of a build: its chunks counted after the done ones, of total."""
+    assert progress is not None
+    return lambda n, _: progress(min(total, done + n), total)
 
 
 class _ChunkProgress:

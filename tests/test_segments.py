@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from bench.standin import HashEmbedder
+from index import library as library_module
 from index import segments
 from index.folder import STORE, current_generation
 from index.lexical import Lexical, Postings, lexical_text, tokenize
@@ -115,6 +116,49 @@ def test_results_equal_a_fresh_rebuild_after_adds_edits_and_removals(tmp_path, s
     for got, want in zip(_top(lib, queries), _top(fresh, queries), strict=True):
         assert _same_ranking(got, want)
     assert _lexical_view(lib) == _lexical_view(fresh)
+
+
+def test_a_first_build_writes_in_parts_that_readers_see_only_together(tmp_path, standin,
+                                                                     monkeypatch):
+    """A first build bigger than a part embeds and writes one part at a time, each a segment
+    of a generation that is published only at the end, and ranks as a build in one part
+    does; an update of a live index stays one commit however big it is."""
+    folder = articles(tmp_path, 9)
+    whole = Library(tmp_path / "whole", standin)
+    whole.update([str(folder)])
+    total = whole.snapshot().vectors.live
+    assert len(whole.snapshot().segments) == 1
+
+    monkeypatch.setattr(library_module, "BUILD_PART", 2)  # chunks
+    parted = Library(tmp_path / "parted", standin)
+    applied: list[tuple[int, Path | None]] = []
+    apply = segments.Writer.apply
+
+    def spy(self, dropped, rows, embeddings, sentences):
+        applied.append((sum(len(r.chunks) for r in rows), current_generation(parted.index_dir)))
+        return apply(self, dropped, rows, embeddings, sentences)
+
+    monkeypatch.setattr(segments.Writer, "apply", spy)
+    shown: list[tuple[int, int]] = []
+    report = parted.update([str(folder)], progress=lambda n, t: shown.append((n, t)))
+    assert len(applied) >= 3 and all(n <= 2 or n == max(applied)[0] for n, _ in applied)
+    assert all(live is None for _, live in applied), "a reader saw part of the first build"
+    assert sum(n for n, _ in applied) == report.chunks_embedded == total
+    assert shown[-1] == (total, total) and [n for n, _ in shown] == sorted(n for n, _ in shown)
+    assert {t for _, t in shown} == {total}
+    assert parted.check() == []
+    queries = ["otter river survey", "heron colony on the cliff", "Article 3", "part 2 puffin"]
+    for got, want in zip(_top(parted, queries), _top(whole, queries), strict=True):
+        assert _same_ranking(got, want)
+    assert _lexical_view(parted) == _lexical_view(whole)
+
+    applied.clear()
+    more = tmp_path / "more"
+    more.mkdir()
+    for n in range(20, 26):
+        (more / f"a{n}.md").write_text(article(n))
+    parted.update([str(more)])
+    assert len(applied) == 1 and applied[0][0] > 2  # one commit, not parts
 
 
 def test_real_model_answers_equal_a_fresh_rebuilds(tmp_path, seeds_library, monkeypatch):
