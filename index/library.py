@@ -253,8 +253,8 @@ class Library:
             report.changed = [s.location for s in plan.changed]
             report.removed = [s.location for s in plan.removed]
             report.unchanged, report.duplicates = plan.unchanged, plan.duplicates
-            report.chunks_total = writer.chunks_kept(plan.dropped_ids) + sum(
-                len(r.chunks) for r in rows)
+            new_chunks = sum(len(r.chunks) for r in rows)
+            report.chunks_total = writer.chunks_kept(plan.dropped_ids) + new_chunks
             if not planner.sources_left() and (plan.writes or rebuild):
                 raise CitebotError("that would leave the index with no sources, so it is left "
                                    "as it was; add another source first")
@@ -265,17 +265,17 @@ class Library:
                 # one part peaked at 12.8 GB, docs/index-growth.md). Any other update is one
                 # commit, which readers see whole.
                 parts = build_parts(rows, BUILD_PART) if writer.is_new else [rows]
-                total, done = sum(len(r.chunks) for r in rows), 0
+                parted = progress if len(parts) > 1 else None  # counted over all parts
+                done = 0
                 for n, part in enumerate(parts):
-                    parted = progress is not None and len(parts) > 1
-                    shown = _offset(progress, done, total) if parted else progress
+                    shown = _offset(parted, done, new_chunks) if parted else progress
                     embeddings, sentences = self._embed(writer, part, shown, report)
                     report.generation = writer.apply(plan.dropped_ids if n == 0 else [], part,
                                                      embeddings, sentences)
                     del embeddings, sentences
                     done += sum(len(r.chunks) for r in part)
                     if parted:
-                        progress(done, total)  # reused chunks count as done too
+                        parted(done, new_chunks)  # reused chunks count as done too
                 report.seconds = time.monotonic() - started
                 merging = time.monotonic()
                 report.merges = writer.merge()
@@ -377,9 +377,8 @@ def build_parts(rows: list[SourceRows], size: int) -> list[list[SourceRows]]:
     return parts
 
 
-def _offset(progress: Progress | None, done: int, total: int) -> Progress:
+def _offset(progress: Progress, done: int, total: int) -> Progress:
     """progress for one part of a build: its chunks counted after the done ones, of total."""
-    assert progress is not None
     return lambda n, _: progress(min(total, done + n), total)
 
 
