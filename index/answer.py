@@ -209,7 +209,10 @@ def answerable_features(words: int, passage_logits: Sequence[float], feats: np.n
                      top[col["passage_coverage"]], top[col["names_missing"]], top[col["bigrams"]],
                      top[col["context_rare_missing"]], top[col["question_negated"]],
                      float(feats[order[:3], col["context_coverage"]].max()),
-                     top[col["contradicts"]]],
+                     top[col["contradicts"]],
+                     # a negated question whose best sentence has no negation ("what did he
+                     # not ..."); one the sentence shares ("never let") is a plain question
+                     top[col["question_negated"]] * top[col["negation_mismatch"]]],
                     dtype=np.float64)
 
 

@@ -31,8 +31,13 @@ _KINDS = [
                        r"the name of\b", re.I)),
     ("number", re.compile(r"\bhow (old|many|much|long|far|big|large|high|tall|deep|wide|"
                           r"often)\b|\bwhat (percentage|proportion|number|amount)\b", re.I)),
+    # "when" later in a question asks for a time only before a verb like "did" or at the end
+    # ("so when did he quit", "until when?"); "what were mps shouting when may spoke" and
+    # "how old was Chopin when he moved" ask for something else.
     ("time", re.compile(r"^\s*(when)\b|\b(what|which) (years?|dates?|days?|time|months?|"
-                        r"century|centuries|decades?|period)\b|\bwhen\b", re.I)),
+                        r"century|centuries|decades?|period)\b|\bwhen (did|does|do|was|were|"
+                        r"is|are|will|would|had|has|have|can|could|should)\b|"
+                        r"\bwhen\W*$", re.I)),
     ("place", re.compile(r"^\s*where\b|\b(what|which) (country|countries|city|cities|states?|"
                          r"places?|regions?|continents?|areas?|towns?|locations?)\b|\bwhere\b",
                          re.I)),
@@ -234,7 +239,7 @@ ANSWERABLE_FEATURES = ("top_sentence", "sentence_margin", "top_passage", "passag
                        "kind_match", "kind_asked", "unknown_share", "missing_numbers",
                        "question_words", "negation_mismatch", "passage_coverage",
                        "names_missing", "bigrams", "context_rare_missing", "question_negated",
-                       "top3_coverage", "contradicts")
+                       "top3_coverage", "contradicts", "negation_unmatched")
 
 
 def sigmoid(x: np.ndarray | float) -> np.ndarray:
