@@ -134,6 +134,17 @@ def _capital_stems(text: str, first: bool = False) -> frozenset[str]:
     return frozenset(s for m in rx.finditer(text) for s in tokenize(m.group()))
 
 
+_OPENING_NAME = re.compile(r"(?:^|(?<=[.!?]\s))([A-Z][\w'’-]+)"
+                           r"(?=\s+[A-Z]|\s+(?:said|says|is|was|has|had|told|wrote|added)\b)")
+
+
+def _name_stems(text: str) -> frozenset[str]:
+    """The capitalised words of a text, with one that opens a sentence when a name or a verb
+    of speaking or being follows it ("Hunt is one of the two candidates", "Jeremy Hunt said")."""
+    return _capital_stems(text) | frozenset(s for m in _OPENING_NAME.finditer(text)
+                                            for s in tokenize(m.group(1)))
+
+
 def _has_kind(text: str, terms: Terms) -> float:
     """Whether a text holds a thing of the kind asked for that the question does not name."""
     if terms.kind == "number":
@@ -141,7 +152,7 @@ def _has_kind(text: str, terms: Terms) -> float:
     if terms.kind == "time":
         return float(any(m.group().lower() not in terms.numbers for m in _TIME.finditer(text)))
     if terms.kind in ("who", "place"):
-        return float(bool(_capital_stems(text) - terms.capitals - set(terms.stems)))
+        return float(bool(_name_stems(text) - terms.capitals - set(terms.stems)))
     return 0.0
 
 

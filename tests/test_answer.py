@@ -21,8 +21,10 @@ from index.answer import _same_report, answerable_features, missing_numbers, unk
 from index.answer_model import (
     ANSWERABLE_FEATURES,
     SENTENCE_FEATURES,
+    _has_kind,
     load_model,
     question_kind,
+    question_terms,
 )
 from index.lexical import Lexical, tokenize
 from index.library import Library
@@ -156,6 +158,15 @@ def test_when_later_in_a_question_asks_for_a_time_only_before_a_verb_or_at_the_e
     assert question_kind("when is may stepping down") == "time"
     assert question_kind("so when did darroch resign") == "time"
     assert question_kind("the price was stable until when?") == "time"
+
+
+def test_a_name_that_opens_a_sentence_is_the_person_a_who_question_asks_for():
+    terms = question_terms("who are the 2 guys running to replace may", None)
+    assert _has_kind("Hunt is one of the two candidates to replace May.", terms) == 1.0
+    assert _has_kind("The leak was bad. Jeremy Hunt said so.", terms) == 1.0
+    # An opening word that is not followed by a name or such a verb is not taken for one.
+    assert _has_kind("Running to replace May is hard.", terms) == 0.0
+    assert _has_kind("However, the two candidates to replace May said nothing.", terms) == 0.0
 
 
 def test_a_negation_the_best_sentence_shares_does_not_count_against_the_question():
