@@ -330,13 +330,39 @@ def _candidate_sentences(hits: list[Hit], stored: Mapping[int, ChunkSentences]
 def _answer_text(sentences: list[_Sentence], settings: AnswerSettings) -> str:
     ranked = sorted(sentences, key=lambda s: -s.score)
     picked: list[_Sentence] = [ranked[0]]
+    said = _continuation(ranked[0], sentences)
+    if said is not None and settings.answer_sentences > 1:
+        picked.append(said)
     for s in ranked[1:]:
         if len(picked) >= settings.answer_sentences or \
                 s.score < ranked[0].score - settings.answer_gap:
             break
-        if all(_overlap(s.text, p.text) < settings.duplicate_overlap for p in picked):
+        if s is not said and \
+                all(_overlap(s.text, p.text) < settings.duplicate_overlap for p in picked):
             picked.append(s)
     return " ".join(p.text for p in picked)
+
+
+# A sentence that goes on with the same speaker's words: 'he added: "..."', 'Employing
+# colourful language, she said ...', "He went on".
+_GOES_ON = re.compile(r"^(?:[^.!?\"“]{0,60},\s+)?(?:he|she)\s+(?:added|continued|went on|also said|"
+                      r"said|wrote|told)\b", re.I)
+_REPORTS = re.compile(r"[\"“”]|\b(?:said|says|told|wrote|added|tweeted|stated)\b")
+
+
+def _continuation(best: _Sentence, sentences: Sequence[_Sentence]) -> _Sentence | None:
+    """The sentence right after best in its source when best reports what someone said and
+    that one carries on with the same speaker's words ("Johnson said whoever was behind the
+    leak 'has done a grave disservice'. Employing colourful language, he added: 'I hope
+    that whoever it is, is run down, caught and eviscerated.'"): the answer is both."""
+    if not _REPORTS.search(best.text):
+        return None
+    source = best.hit.chunk.source_id
+    after = [s for s in sentences if s.hit.chunk.source_id == source and s.start >= best.end]
+    nxt = min(after, key=lambda s: s.start, default=None)
+    if nxt is None or nxt.start - best.end > 3 or not _GOES_ON.search(nxt.text):
+        return None
+    return nxt
 
 
 def _citations(sentences: list[_Sentence], vecs: np.ndarray, settings: AnswerSettings,

@@ -115,6 +115,42 @@ def test_same_report_rule():
     assert _same_report(a, c, 0.9, s)  # nearly the same content
 
 
+def test_an_answer_that_quotes_someone_keeps_the_sentence_where_he_goes_on(seeds_library):
+    """'Johnson ... said that whoever was behind the leak "really has done a grave disservice
+    ..." Employing typically colorful language, he added: "I hope that whoever it is, is run
+    down, caught and eviscerated."' The second sentence is the answer to what he wants done."""
+    a = seeds_library.ask("what does boris want done to the leaker?")
+    assert a.answered
+    first = a.answer.index("grave disservice")
+    assert a.answer.index("he added") > first and "eviscerated" in a.answer
+    assert_verbatim(seeds_library, a)
+
+
+def test_only_the_next_sentence_that_goes_on_with_a_reported_speaker_is_drawn_in():
+    from index.answer import _continuation, _Sentence
+    from index.records import Chunk, Hit, Source
+
+    text = ('Johnson said the leaker "has done a grave disservice." Employing colorful '
+            'language, he added: "I hope he is caught." The leak came on Sunday. '
+            'The cables were leaked. He added that more would follow.')
+    src = Source(id="s", title="t")
+    hit = Hit(rank=1, score=1.0, chunk=Chunk("s", text, 0, len(text), "h", 1), source=src)
+    other = Hit(rank=2, score=1.0, chunk=Chunk("o", text, 0, len(text), "h", 2), source=src)
+    spans = [(0, 54), (55, 116), (117, 141), (142, 165), (166, len(text))]
+    assert [text[a:b].split()[0] for a, b in spans] == ["Johnson", "Employing", "The", "The", "He"]
+
+    def sentence(i: int, h: Hit = hit) -> _Sentence:
+        return _Sentence(h, spans[i][0], spans[i][1], text[slice(*spans[i])])
+
+    said = [sentence(i) for i in range(5)]
+    assert _continuation(said[0], said) is said[1]  # a reported speaker goes on
+    assert _continuation(said[1], said) is None  # the next one does not go on
+    assert _continuation(said[3], said) is None  # best reports no one's words
+    # The next sentence of another source, or one not right after best, is not drawn in.
+    assert _continuation(said[0], [said[0], sentence(1, other)]) is None
+    assert _continuation(said[0], [said[0], said[4]]) is None
+
+
 def test_who_defended_darroch_cites_only_sentences_that_defend_him(seeds_library):
     """The headline question: May, Hunt and Corbyn defended him; "Johnson's failure to stand
     up for Darroch" and "Darroch defended the professionalism ... of the civil service" mention
