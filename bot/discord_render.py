@@ -35,6 +35,7 @@ ANSWERED_COLOUR = 0x5865F2
 UNANSWERED_COLOUR = 0x99AAB5
 
 NOT_ANSWERED = "I couldn't find an answer to that in the indexed sources."
+HEDGED = "*Not sure the sources answer this; the closest they come:*"
 NO_MORE = "There are no more sources for this question."
 
 
@@ -222,6 +223,9 @@ def answer_embed(answer: Answer) -> dict:
         colour = ANSWERED_COLOUR
         render = lambda t: emphasise(t, answer.keywords)  # noqa: E731
         text = squash(answer.answer)
+        if answer.hedged:
+            plain = render
+            render = lambda t: HEDGED + "\n" + plain(t)  # noqa: E731
     else:
         footer = "Try rephrasing the question, or see what is indexed with /sources."
         colour = UNANSWERED_COLOUR

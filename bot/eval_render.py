@@ -26,6 +26,9 @@ def render_eval(report: EvalReport, name: str = "") -> str:
                      f"{len(report.unanswerable)} (should be 1.00)")
         lines.append(f"  refusal rate, answerable:   {_pct(report.refusal_rate(True))} of "
                      f"{len(report.answerable)} (false refusals, should be 0.00)")
+        lines.append(f"  answered hedged:            {_pct(report.hedged_rate(True))} of the "
+                     f"answerable, {_pct(report.hedged_rate(False))} of the unanswerable "
+                     f"(counted as answered)")
         lines.append(f"  answer hit, answerable:     {_pct(report.answer_hit_rate())}   "
                      f"accuracy (answered right + rightly refused) / all: "
                      f"{_pct(report.accuracy())}")

@@ -67,10 +67,14 @@ def source_line(s: Source) -> str:
     return safe(f"{who} ({s.location})")
 
 
+HEDGED = "Not sure the sources answer this; the closest they come:"
+
+
 def render_answer(ans: Answer, color: bool = False) -> str:
     if not ans.answered:
         return "Not in the sources: nothing in the indexed articles answers that."
-    lines = [_wrap(_bold(ans.answer, ans.keywords, color)), ""]
+    lines = [HEDGED, ""] if ans.hedged else []
+    lines += [_wrap(_bold(ans.answer, ans.keywords, color)), ""]
     for c in ans.citations:
         lines.append(_wrap(f'[{c.n}] "{_bold(c.quote, ans.keywords, color)}"',
                            indent="    ", first=""))

@@ -53,6 +53,11 @@ class AnswerSettings:
         said_alike: ...unless a word of the best sentences says them in other words: its
             contextual vector within this cosine of the question word's (said_otherwise).
             Above 1 turns it off.
+        hedge: a question whose answerability is under min_score but not under the
+            model's hedge_below (where 1% of answerable training questions fall) gets its
+            best answer marked as hedged ("not sure the sources answer this") instead of a
+            refusal: a false refusal costs a user more than a hedged answer. The other
+            refusals (off the topic, unknown words, a number no passage has) stay refusals.
     """
 
     min_score: float = setting(0.5, min=-1, max=1)
@@ -69,6 +74,7 @@ class AnswerSettings:
     max_unknown: float = setting(0.55, max=100)
     said_alike: float = setting(0.7, max=100)
     number_passages: int = setting(10, max=1000)
+    hedge: bool = True
 
 
 @dataclass
@@ -117,7 +123,11 @@ def build_answer(question: str, hits: list[Hit], qvec: np.ndarray,
     if read is None:
         return Answer(question=question, answered=False, answer=NOT_FOUND, keywords=keywords)
     sentences, vecs, p = read.sentences, read.vectors, read.answerable
-    refuse = p < settings.min_score or read.cosine < settings.min_cosine or read.missing
+    hedge_below = model.hedge_below if model is not None and settings.hedge else \
+        settings.min_score
+    hedged = hedge_below <= p < settings.min_score
+    refuse = (p < settings.min_score and not hedged) or read.cosine < settings.min_cosine or \
+        read.missing
     unknown = read.unknown
     # Words in other words are looked for (a model call) only when they alone would refuse.
     if not refuse and unknown >= settings.max_unknown and words is not None and \
@@ -129,9 +139,9 @@ def build_answer(question: str, hits: list[Hit], qvec: np.ndarray,
                       keywords=keywords, score=p)
     cite_within = model.cite_within if model is not None else 0.1
     shown, more = _citations(sentences, vecs, settings, cite_within)
-    answer = _answer_text(sentences, settings)
+    answer = _answer_text(sentences, settings, terms)
     return Answer(question=question, answered=True, answer=answer, citations=tuple(shown),
-                  keywords=keywords, score=p, more=tuple(more))
+                  keywords=keywords, score=p, more=tuple(more), hedged=hedged)
 
 
 @dataclass(frozen=True)
@@ -230,6 +240,24 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
 
+# Words a question is framed with rather than about: adverbs, particles and placeholders
+# ("what kind of documents got leaked", "did trump even know him", "acc to mcdonald"). A few
+# articles may never use them, which says nothing about whether they answer the question, so
+# unknown_share never counts them as unknown (they still weigh in the question's total).
+_FRAME_WORDS = """
+according again already always ever even still yet once before anything something everything
+anyone someone everyone anybody somebody everybody else far whole kind sort type thing things
+stuff happen happened happens happening actually really exactly basically get gets got getting
+lot lots maybe perhaps probably ago though although either each every another other back up
+down out off over away around
+""".split()
+
+
+@functools.lru_cache(maxsize=1)
+def _frame_stems() -> frozenset[str]:
+    return frozenset(s for w in _FRAME_WORDS for s in tokenize(w))
+
+
 def unknown_share(stems: Sequence[str], lexical: Lexical,
                   said: frozenset[str] = frozenset()) -> float:
     """The share of a question's weight (IDF) in words that no indexed passage contains
@@ -243,7 +271,8 @@ def unknown_share(stems: Sequence[str], lexical: Lexical,
         return 1.0
     df = lexical.doc_freqs(list(stems))
     idf = np.log((lexical.n_docs + 1) / (df + 0.5))
-    unknown = (df == 0) & np.array([s not in said for s in stems])
+    frame = _frame_stems()
+    unknown = (df == 0) & np.array([s not in said and s not in frame for s in stems])
     return float(idf[unknown].sum() / idf.sum()) if idf.sum() > 0 else 0.0
 
 
@@ -327,7 +356,8 @@ def _candidate_sentences(hits: list[Hit], stored: Mapping[int, ChunkSentences]
     return out, np.stack(rows).astype(np.float32, copy=False)
 
 
-def _answer_text(sentences: list[_Sentence], settings: AnswerSettings) -> str:
+def _answer_text(sentences: list[_Sentence], settings: AnswerSettings,
+                 terms: Terms | None = None) -> str:
     ranked = sorted(sentences, key=lambda s: -s.score)
     picked: list[_Sentence] = [ranked[0]]
     said = _continuation(ranked[0], sentences)
@@ -340,7 +370,41 @@ def _answer_text(sentences: list[_Sentence], settings: AnswerSettings) -> str:
         if s is not said and \
                 all(_overlap(s.text, p.text) < settings.duplicate_overlap for p in picked):
             picked.append(s)
-    return " ".join(p.text for p in picked)
+    text = " ".join(p.text for p in picked)
+    # "who said ...?" answered by words quoted under a heading that names the speaker: the
+    # answer starts with the heading, the one place that says who.
+    speaker = _speaker(ranked[0]) if terms is not None and terms.kind == "who" else None
+    return f"{speaker} {text}" if speaker else text
+
+
+# A line that only names someone: "British Trade Minister Liam Fox", "UK PM Theresa May",
+# "Head of UK's Diplomatic Service Simon McDonald" (capitalised words and a few small ones,
+# no sentence mark).
+_SMALL = r"(?:of|the|and|for|to|at|in|on|de|von|van)"
+_NAME_LINE = re.compile(rf"^(?:[A-Z][\w'’.-]*\s+|{_SMALL}\s+)+[A-Z][\w'’-]*$")
+_OPENS_QUOTE = re.compile(r"^\s*[\"“‘]")
+_SAYS = re.compile(r"\b(?:said|says|told|tells|wrote|writes|added|adds|tweeted|stated)\b")
+
+
+def _speaker(best: _Sentence) -> str | None:
+    """The line naming who speaks in best, when best is a quotation with no name of its own,
+    set under a heading that names the speaker (a list of reactions: "British Trade Minister
+    Liam Fox", then a paragraph or two of his words); None otherwise. Only the best
+    sentence's passage is read: a heading in the passage before is not seen."""
+    if _SAYS.search(best.text):
+        return None
+    chunk = best.hit.chunk
+    before = chunk.text[: max(0, best.start - chunk.start)]
+    paragraphs = before.split("\n")
+    opening = paragraphs[-1] if paragraphs[-1].strip() else best.text
+    if not _OPENS_QUOTE.match(opening):
+        return None
+    for line in reversed(paragraphs[:-1]):
+        line = line.strip()
+        if not line or _OPENS_QUOTE.match(line):  # blank, or the same speaker's words before
+            continue
+        return line if len(line.split()) <= 10 and _NAME_LINE.match(line) else None
+    return None
 
 
 # A sentence that goes on with the same speaker's words: 'he added: "..."', 'Employing

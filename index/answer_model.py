@@ -53,6 +53,10 @@ _TIME = re.compile(r"\b(1[0-9]\d\d|20\d\d|\d{2,4}s|january|february|march|april|
                    r"yesterday|today|tomorrow)\b", re.I)
 _CAPITAL = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][\w'’-]+")
 _ANY_CAPITAL = re.compile(r"\b[A-Z][\w'’-]+")
+# A question asking yes or no opens with an auxiliary verb ("did", "was", "has"). Not "may":
+# people type "may said ..." for Theresa May.
+_YES_NO = re.compile(r"^\W*(do|does|did|is|are|was|were|has|have|had|can|could|will|would|"
+                     r"should|shall)\b", re.I)
 # Words that turn a statement round: "failure to stand up for", "did not defend".
 _NEGATION = re.compile(r"\b(not|no|never|none|nobody|nothing|neither|nor|without|cannot|"
                        r"failure|failed|fails|fail|refused|refuses|refuse|declined|declines|"
@@ -75,6 +79,7 @@ class Terms:
     numbers: frozenset[str]
     capitals: frozenset[str]  # stems of the question's capitalised words
     bigrams: frozenset[tuple[str, str]] = frozenset()  # consecutive stems
+    yes_no: bool = False  # "did Hunt back him?": a negated sentence answers it ("no")
 
     def bigram_share(self, text: str) -> float:
         """The share of the question's consecutive word pairs that the text has together."""
@@ -110,7 +115,7 @@ def question_terms(question: str, lexical: Lexical | None) -> Terms:
         idf = np.ones(len(stems))
     return Terms(stems, idf, question_kind(question), bool(_NEGATION.search(question)),
                  frozenset(_numbers(question)), frozenset(_capital_stems(question, first=True)),
-                 text_bigrams(question))
+                 text_bigrams(question), bool(_YES_NO.match(question)))
 
 
 @functools.lru_cache(maxsize=8192)
@@ -148,7 +153,7 @@ def _name_stems(text: str) -> frozenset[str]:
                                             for s in tokenize(m.group(1)))
 
 
-def _has_kind(text: str, terms: Terms) -> float:
+def has_kind(text: str, terms: Terms) -> float:
     """Whether a text holds a thing of the kind asked for that the question does not name."""
     if terms.kind == "number":
         return float(bool(_numbers(text) - terms.numbers))
@@ -166,12 +171,14 @@ def contradicts(terms: Terms, text: str) -> bool:
     """Whether a sentence says the opposite of what the question asks about, though it holds
     its words: a negation just before one of them when the question has none ("failure to
     stand up for Darroch", "did not defend him", "refused to back"), or the question's words
-    in swapped roles ("Darroch defended ..." for "who defended Darroch?").
+    in swapped roles ("Darroch defended ..." for "who defended Darroch?"). A negation does
+    not contradict a yes-or-no question: "was his position tenable?" is answered by "his
+    position was no longer tenable".
     """
     words = [w.lower() for w in _RAW_WORDS.findall(text)]
     stems = [s[0] if (s := tokenize(w)) else "" for w in words]
     keys = set(terms.stems)
-    if not terms.negated:
+    if not terms.negated and not terms.yes_no:
         for i, w in enumerate(words):
             if _NEGATION.fullmatch(w) or w.endswith("n't"):
                 if any(st in keys for st in stems[i + 1:i + 6]):
@@ -201,7 +208,7 @@ def passage_features(terms: Terms, text: str, dense: float, dense_top: float, le
     window = max((terms.coverage(text_stems(p)) for p in pairs), default=0.0)
     return [dense, dense - dense_top, lexical, best, best - best_top, second,
             terms.coverage(stems), sentence_cov, terms.rare_missing(stems),
-            1.0 / fused_rank, _has_kind(text, terms), float(terms.kind != "other"),
+            1.0 / fused_rank, has_kind(text, terms), float(terms.kind != "other"),
             terms.bigram_share(text), window, terms.names_missing(stems)]
 
 
@@ -241,7 +248,7 @@ def sentence_features(terms: Terms, text: str, cosine: float, cosine_top: float,
     negation_mismatch = float(bool(_NEGATION.search(text)) != terms.negated)
     return [cosine, cosine - cosine_top, cov, cov - coverage_top,
             terms.coverage(around), terms.rare_missing(stems), novelty,
-            _has_kind(text, terms), float(terms.kind != "other"), negation_mismatch,
+            has_kind(text, terms), float(terms.kind != "other"), negation_mismatch,
             passage_score, 1.0 / passage_rank, float(np.log1p(len(text.split()))), float(first),
             terms.coverage(passage_stems), terms.names_missing(passage_stems),
             terms.bigram_share(context), terms.rare_missing(around), float(terms.negated),
@@ -305,6 +312,10 @@ class AnswerModel:
 
     Args:
         cite_within: cite a sentence whose logit is within this of the best sentence's.
+        hedge_below: the answerable probability under which 1% of the answerable training
+            questions fall. Between it and the refusal threshold a question is answered with
+            a warning instead of refused (AnswerSettings.hedge); 0.5, no band, in files
+            written before it was chosen.
     """
 
     passage: Head
@@ -312,9 +323,11 @@ class AnswerModel:
     answerable: Head
     cite_within: float
     trained_on: str = ""
+    hedge_below: float = 0.5
 
     def to_json(self) -> dict:
         return {"trained_on": self.trained_on, "cite_within": self.cite_within,
+                "hedge_below": self.hedge_below,
                 "passage": self.passage.to_json(), "sentence": self.sentence.to_json(),
                 "answerable": self.answerable.to_json()}
 
@@ -322,7 +335,7 @@ class AnswerModel:
     def from_json(cls, d: dict) -> AnswerModel:
         return cls(Head.from_json(d["passage"]), Head.from_json(d["sentence"]),
                    Head.from_json(d["answerable"]), float(d["cite_within"]),
-                   str(d.get("trained_on", "")))
+                   str(d.get("trained_on", "")), float(d.get("hedge_below", 0.5)))
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")

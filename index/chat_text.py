@@ -60,7 +60,19 @@ _ABBREVIATIONS = {
     "govt": "government", "gov": "government", "dept": "department", "amb": "ambassador",
     "pres": "president", "admin": "administration", "pm": "prime minister",
     "fo": "foreign office", "wh": "white house", "acc": "according", "smth": "something",
+    "shud": "should", "shld": "should", "cud": "could", "cld": "could", "wud": "would",
+    "wld": "would", "gonna": "going to", "wanna": "want to", "gotta": "got to",
+    "dunno": "don't know", "prolly": "probably", "bcuz": "because", "becuz": "because",
+    "bcoz": "because", "tmrw": "tomorrow", "yday": "yesterday", "msg": "message",
+    "convo": "conversation", "pic": "picture", "pics": "pictures",
 }
+# A final "g" dropped ("doin", "sayin"): the common verbs, as whole words ("begin", "within"
+# and "cabin" are words of their own, so no rule on "-in" in general).
+_ABBREVIATIONS.update({w[:-1]: w for w in """
+doing going saying talking trying getting making looking thinking coming leaving quitting
+being having taking giving telling calling working asking waiting running playing writing
+nothing something anything everything
+""".split()})
 # Single letters stand for a word only in a question typed all in lower case, between words:
 # "n" is also a variable, "y" a Spanish "and", "r" a letter someone asks about.
 _LETTERS = {"n": "and", "r": "are", "u": "you", "y": "why", "w": "with"}

@@ -51,9 +51,13 @@ _PERSON = re.compile(r"\b(he|she|him|her|his|hers)\b", re.I)
 _PLURAL = re.compile(r"\b(they|them|their|theirs)\b", re.I)
 # "the leaked cables", "these memos", "Darroch's emails": a plural thing a later "they" stands
 # for.
+# Also a bare plural after "of", "what", "which" or "many": "what kind of documents got
+# leaked?", "how many cables were there?".
 _PLURAL_THING = re.compile(r"\b(?:the|these|those|his|her|their|its|our|\w+['’]s)\s+"
-                           r"((?:[a-z][\w-]*\s+){0,2}[a-z][\w-]*[^s\W]s)\b", re.I)
+                           r"((?:[a-z][\w-]*\s+){0,2}[a-z][\w-]*[^s\W]s)\b|"
+                           r"\b(?:of|what|which|many)\s+([a-z][\w-]*[^s\W]s)\b", re.I)
 _OPENS_SENTENCE = re.compile(r"(?:^|[.!?:]['\"’”]?\s+|\n\s*)$")
+_ACRONYM = re.compile(r"[A-Z]{2,}(?:[-/][A-Z]{2,})*")
 _SHORT = 3  # words: "how old?", "why though?", "where exactly?"
 # Capitalised words that are not what a conversation is about: question words, pronouns,
 # titles, weekdays. Kept small: anything else capitalised may be a name.
@@ -65,6 +69,8 @@ there here yes no not please tell explain describe give list show ok okay thanks
 in on at of to for from with by as after before since during while although though however
 meanwhile according despite until once now still even just only both all any some many
 sir mr mrs ms dr lord lady monday tuesday wednesday thursday friday saturday sunday
+somebody someone anybody anyone everybody everyone nobody something anything everything
+nothing
 """.split())
 
 
@@ -211,10 +217,11 @@ def _replace_pronoun(question: str, topic: Turn) -> tuple[str, str] | None:
     plural = _PLURAL.search(question)
     thing = _PLURAL_THING.search(topic.query or topic.question)
     if plural and thing:
-        text = thing.group(0)
+        text = thing.group(0) if thing.group(1) else thing.group(2)
         if plural.group().lower() in ("their", "theirs"):
             text += "'"
-        return question[:plural.start()] + text + question[plural.end():], thing.group(1)
+        return question[:plural.start()] + text + question[plural.end():], \
+            thing.group(1) or thing.group(2)
     return None
 
 
@@ -238,8 +245,10 @@ def make_turn(question: str, answer: Answer | None, context: Sequence[Turn | str
         names = _dedupe(names + names_in(question, lexicon=text))[:MAX_CARRIED]
     # Only the answer to a "who" question names what the next question may be about ("who
     # defended Darroch?" "what did she say?"); other answers name people in passing.
+    # Acronyms ("UK-US", "BBC") are seldom the "he" or "she" a next question means.
     answer_names = tuple(n for n in names_in(text) if n.lower() not in
-                         {x.lower() for x in names})[:ANSWER_NAMES] if _WHO.match(query) else ()
+                         {x.lower() for x in names} and not _ACRONYM.fullmatch(n)
+                         )[:ANSWER_NAMES] if _WHO.match(query) else ()
     return Turn(question=question, query=query, names=names, answer_names=answer_names, at=at)
 
 

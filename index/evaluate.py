@@ -150,6 +150,7 @@ class Outcome:
     top_score: float | None
     answered: bool | None  # None when answers were not asked for
     answer_hit: bool | None = None  # answered, and the answer or its first quote holds one
+    hedged: bool = False  # answered with "not sure the sources answer this"
 
 
     @property
@@ -212,6 +213,13 @@ class EvalReport:
         asked = [o for o in group if o.answered is not None]
         return _mean([not o.answered for o in asked])
 
+    def hedged_rate(self, answerable: bool) -> float | None:
+        """Share of questions answered hedged ("not sure the sources answer this"); hedged
+        answers count as answered in the refusal rates and accuracy."""
+        group = self.answerable if answerable else self.unanswerable
+        asked = [o for o in group if o.answered is not None]
+        return _mean([o.hedged for o in asked])
+
     def answer_hit_rate(self) -> float | None:
         """Share of answerable questions answered with an answer string in the answer text or
         the first citation (score_refusals.py's rule); None without answers."""
@@ -247,6 +255,8 @@ class EvalReport:
         out["recall_curve"] = [round(x, 4) for x in self.curve(max(self.k, CURVE_DEPTH))]
         out["refusal_rate_unanswerable"] = r4(self.refusal_rate(False))
         out["false_refusal_rate"] = r4(self.refusal_rate(True))
+        out["hedged_rate_unanswerable"] = r4(self.hedged_rate(False))
+        out["hedged_rate_answerable"] = r4(self.hedged_rate(True))
         out["answer_hit"] = r4(self.answer_hit_rate())
         out["accuracy"] = r4(self.accuracy())
         out["top1_score_auroc"] = r4(self.top1_auroc())
@@ -309,5 +319,6 @@ def evaluate(questions: Sequence[Question], search_many: SearchMany, ask: Ask | 
             top_snippet=_snippet(top.chunk.text) if top else "",
             top_score=round(float(top.score), 4) if top else None,  # as search --json
             answered=answer.answered if answer else None,
-            answer_hit=holds_answer(q, answer) if answer else None))
+            answer_hit=holds_answer(q, answer) if answer else None,
+            hedged=bool(answer and answer.hedged)))
     return EvalReport(k=k, outcomes=tuple(outcomes))

@@ -29,6 +29,7 @@ a an and are as at be been but by did do does for from had has have he her him h
 into is it its me my of on or our she so that the their them then there these they this to
 was we were what when where which who whom why will with would you your about after also can
 could said says say just than too very more most some any all not no nor only own same such
+much many
 """.split())
 
 

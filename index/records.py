@@ -93,8 +93,11 @@ class Answer:
     keywords: tuple[str, ...] = ()
     score: float = 0.0
     more: tuple[Citation, ...] = field(default=(), compare=False)
+    # Answered, but the answerability was low: "not sure the sources answer this".
+    hedged: bool = False
 
     def to_json(self) -> dict:
-        return {"question": self.question, "answered": self.answered, "answer": self.answer,
+        return {"question": self.question, "answered": self.answered,
+                "hedged": self.hedged, "answer": self.answer,
                 "citations": [c.to_json() for c in self.citations],
                 "score": round(float(self.score), 4)}

@@ -21,7 +21,8 @@ from index.answer import _same_report, answerable_features, missing_numbers, unk
 from index.answer_model import (
     ANSWERABLE_FEATURES,
     SENTENCE_FEATURES,
-    _has_kind,
+    contradicts,
+    has_kind,
     load_model,
     question_kind,
     question_terms,
@@ -198,11 +199,11 @@ def test_when_later_in_a_question_asks_for_a_time_only_before_a_verb_or_at_the_e
 
 def test_a_name_that_opens_a_sentence_is_the_person_a_who_question_asks_for():
     terms = question_terms("who are the 2 guys running to replace may", None)
-    assert _has_kind("Hunt is one of the two candidates to replace May.", terms) == 1.0
-    assert _has_kind("The leak was bad. Jeremy Hunt said so.", terms) == 1.0
+    assert has_kind("Hunt is one of the two candidates to replace May.", terms) == 1.0
+    assert has_kind("The leak was bad. Jeremy Hunt said so.", terms) == 1.0
     # An opening word that is not followed by a name or such a verb is not taken for one.
-    assert _has_kind("Running to replace May is hard.", terms) == 0.0
-    assert _has_kind("However, the two candidates to replace May said nothing.", terms) == 0.0
+    assert has_kind("Running to replace May is hard.", terms) == 0.0
+    assert has_kind("However, the two candidates to replace May said nothing.", terms) == 0.0
 
 
 def test_a_negation_the_best_sentence_shares_does_not_count_against_the_question():
@@ -259,6 +260,42 @@ def test_unknown_share_weighs_words_no_passage_uses():
     assert born > 0.55  # "born" is rarer than "Darroch", so it weighs more
     assert unknown_share(tokenize("how do I bake sourdough?"), lex) == 1.0
     assert unknown_share([], lex) == 1.0
+
+
+def test_words_a_question_is_framed_with_are_never_unknown():
+    lex = Lexical.build(["Darroch resigned as ambassador.", "Hunt defended Darroch.",
+                         "Memos were leaked to a newspaper."])
+    # No passage says "kind", "got" or "according": the question is about the memos.
+    assert unknown_share(tokenize("what kind of memos got leaked"), lex) == 0.0
+    assert unknown_share(tokenize("who resigned according to Hunt"), lex) == 0.0
+    # They still weigh in the question's total: a topic word no passage has stays unknown.
+    assert unknown_share(tokenize("when was Darroch born according to Hunt"), lex) > 0.3
+
+
+def test_a_negation_does_not_contradict_a_yes_or_no_question():
+    """ "was his position still tenable?" is answered "no" by "his position was no longer
+    tenable"; "who defended Darroch?" is not answered by "failed to defend Darroch"."""
+    yes_no = question_terms("was his position still tenable after the leak", None)
+    assert yes_no.yes_no
+    assert not contradicts(yes_no, "In his letter, Darroch said his position was no longer "
+                                   "tenable.")
+    who = question_terms("who defended Darroch?", None)
+    assert not who.yes_no
+    assert contradicts(who, "Johnson failed to defend Darroch.")
+    # "may" opens no yes-or-no question in chat: it is Theresa May.
+    assert not question_terms("may said what abt darroch", None).yes_no
+
+
+def test_who_said_a_quote_under_a_heading_is_answered_with_the_heading(seeds_library):
+    """TRT World lists reactions: a line naming the speaker ("British Trade Minister Liam
+    Fox"), then paragraphs of his words. Asked who said the second paragraph, the answer
+    starts with the heading, the one place that says who; a plain question about the words
+    is answered with the words alone."""
+    a = seeds_library.ask("who said somebody was trying to damage the uk us relationship")
+    assert a.answered and a.answer.startswith("British Trade Minister Liam Fox "), a.answer
+    assert "Somebody has, for whatever malicious reasons" in a.answer
+    b = seeds_library.ask("what did liam fox say somebody was trying to damage")
+    assert b.answered and not b.answer.startswith("British Trade Minister")
 
 
 def test_an_unknown_word_the_best_sentences_say_in_other_words_counts_as_known(seeds_library):
@@ -344,3 +381,30 @@ def test_a_hit_without_stored_sentences_is_not_quoted(seeds_library):
     stored = snap.sentences([h.chunk.id for h in hits])
     assert build_answer(q, hits, qvec, stored).answered
     assert build_answer(q, hits, qvec, {}).answered is False
+
+
+def test_a_question_the_model_doubts_is_answered_hedged_not_refused(seeds_library):
+    """Between the refusal threshold and the model's hedge_below (where 1% of answerable
+    training questions fall) the answer is given marked hedged, in every interface; with
+    hedge off it is refused. Here the threshold is raised so a plain question falls there."""
+    from bot.discord_render import HEDGED as DISCORD_HEDGED
+    from bot.discord_render import answer_embed
+    from bot.render import HEDGED, render_answer
+
+    model = load_model()
+    assert 0.1 < model.hedge_below < 0.5
+    doubt = replace(seeds_library.settings,
+                    answer=replace(seeds_library.settings.answer, min_score=0.99))
+    lib = Library(seeds_library.index_dir, seeds_library.embedder, doubt)
+    a = lib.ask("who defended Darroch?")
+    assert model.hedge_below <= a.score < 0.99
+    assert a.answered and a.hedged and a.citations
+    assert a.to_json()["hedged"] is True
+    assert render_answer(a).startswith(HEDGED)
+    assert answer_embed(a)["description"].startswith(DISCORD_HEDGED)
+    sure = seeds_library.ask("who defended Darroch?")
+    assert sure.answered and not sure.hedged and not render_answer(sure).startswith(HEDGED)
+    strict = replace(doubt, answer=replace(doubt.answer, hedge=False))
+    refused = Library(seeds_library.index_dir, seeds_library.embedder, strict).ask(
+        "who defended Darroch?")
+    assert not refused.answered and not refused.hedged

@@ -22,6 +22,9 @@ from index.chat_text import read_chat
     ("ok quick question: i wanna know when may steps down", "when may steps down"),
     ("wut did **trump** call _darroch_ ||lol||", "what did trump call darroch"),
     ("> who quit\nwhy tho", "who quit why though"),
+    ("brooks said the govt has been doin wut for trump",
+     "brooks said the government has been doing what for trump"),
+    ("who did trump say he shud talk to", "who did trump say he should talk to"),
 ])
 def test_chat_typing_is_spelt_out(typed, meant):
     assert read_chat(typed) == meant
@@ -40,6 +43,7 @@ def test_chat_typing_is_spelt_out(typed, meant):
     "so what did he say?",  # "so" leads a follow-up
     "Silicates of magnesium and iron make up of the Earth's ___",  # a blank, not markdown
     "what is snake_case",
+    "when did the talks begin within the cabin",  # words ending in "in" of their own
 ])
 def test_questions_typed_properly_are_left_alone(question):
     assert read_chat(question) == question

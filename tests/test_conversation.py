@@ -131,6 +131,29 @@ def test_they_is_the_plural_thing_the_earlier_question_was_about():
         "what was the leaked memos' tone?")
 
 
+def test_they_is_also_a_bare_plural_the_earlier_question_asked_about():
+    turn = make_turn("what kind of documents got leaked", None, [])
+    assert follow_up_query("what day were they published", [turn]) == \
+        "what day were documents published"
+    turn = make_turn("how many cables were leaked?", None, [])
+    assert follow_up_query("who wrote them?", [turn]) == "who wrote cables?"
+    # A plural three words after "what" is not the thing asked about.
+    turn = make_turn("what did the memos say?", None, [])
+    assert follow_up_query("who wrote them?", [turn]) == "who wrote the memos?"
+
+
+def test_he_is_a_person_the_answer_names_not_a_word_or_an_acronym_it_opens_with():
+    # "Somebody" opens the quote and "UK-US" is capitalised: neither is who "he" is.
+    q = "who said somebody was trying to damage the uk us relationship"
+    a = Answer(q, True, 'British Trade Minister Liam Fox "Somebody has sought to damage the '
+                        'UK-US relationship or indeed Sir Kim personally.')
+    turn = make_turn(q, a, [])
+    assert "Somebody" not in turn.names
+    assert turn.answer_names[0] == "Liam Fox" and "UK-US" not in turn.answer_names
+    assert follow_up_query("does he know their motives", [turn]).startswith(
+        "does Liam Fox know their motives")
+
+
 def test_seed_follow_up_he_finds_what_the_answered_person_said(seeds_library):
     """"who is the head of the diplomatic service?" is answered with Simon McDonald; "he" is
     then McDonald (not anyone the question named), and what he said of the leak is found."""

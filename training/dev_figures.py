@@ -60,7 +60,9 @@ def squad2_figures(lib: Library, rows: list[dict], keep: list | None = None) -> 
     return {"questions": len(rows), "accuracy": (hits + refused) / len(rows),
             "refused_unanswerable": refused / len(unans),
             "false_refusals": sum(not a.answered for _, a in ans) / len(ans),
-            "answer_hit": hits / len(ans)}
+            "answer_hit": hits / len(ans),
+            "hedged_answerable": sum(a.hedged for _, a in ans) / len(ans),
+            "hedged_unanswerable": sum(a.hedged for _, a in unans) / len(unans)}
 
 
 def retrieval(lib: Library, path: Path) -> dict:
@@ -89,16 +91,17 @@ def seed_figures(lib: Library) -> dict:
     return out
 
 
-def typed_figures(lib: Library) -> dict:
-    """The seed questions typed like a Discord user's (tests/data/typed_qa.jsonl): retrieval,
-    answers and refusals; and the follow-up conversations (typed_followups.jsonl) whose last
-    answer holds what it should, each asked with the earlier turns as context."""
-    rows = jsonl(DATA / "typed_qa.jsonl")
-    out = retrieval(lib, DATA / "typed_qa.jsonl")
+def typed_figures(lib: Library, name: str = "typed") -> dict:
+    """The seed questions typed like a Discord user's (tests/data/typed_qa.jsonl, or
+    holdout_qa.jsonl with name "holdout"): retrieval, answers and refusals; and the follow-up
+    conversations (typed_followups.jsonl, holdout_followups.jsonl) whose last answer holds
+    what it should, each asked with the earlier turns as context."""
+    rows = jsonl(DATA / f"{name}_qa.jsonl")
+    out = retrieval(lib, DATA / f"{name}_qa.jsonl")
     got = {q["query"]: lib.ask(q["query"]) for q in rows}
     out.update(answer_figures(got, [q for q in rows if q["answerable"]],
                               [q for q in rows if not q["answerable"]]))
-    convs = jsonl(DATA / "typed_followups.jsonl")
+    convs = jsonl(DATA / f"{name}_followups.jsonl")
     out.update({"follow_ups_right": sum(holds(c["answers"], converse(lib, c["turns"])[1])
                                         for c in convs),
                 "follow_ups": len(convs)})
@@ -124,7 +127,9 @@ def answer_figures(got: dict[str, Answer], answerable: list[dict],
             "answerable": len(answerable),
             "answerable_refused": sum(not got[q["query"]].answered for q in answerable),
             "unanswerable_refused": sum(not got[q["query"]].answered for q in unanswerable),
-            "unanswerable": len(unanswerable)}
+            "unanswerable": len(unanswerable),
+            "answerable_hedged": sum(got[q["query"]].hedged for q in answerable),
+            "unanswerable_hedged": sum(got[q["query"]].hedged for q in unanswerable)}
 
 
 def citation_support(got: dict[str, Answer], lib: Library, labels: list[dict]) -> dict:
@@ -152,9 +157,10 @@ SETTINGS = Settings()
 
 def sample_figures(seeds: Library, squad: Library, keep: list | None = None) -> dict:
     """The fixed sample's figures: seeds (the dev questions and those typed like a Discord
-    user's), and the sample's SQuAD v1.1 and 2.0 questions on
+    user's, both sets), and the sample's SQuAD v1.1 and 2.0 questions on
     squad, an index of SAMPLE / "corpus"; keep receives the SQuAD 2.0 answers."""
     return {"seeds": seed_figures(seeds), "typed": typed_figures(seeds),
+            "holdout": typed_figures(seeds, "holdout"),
             "squad": retrieval(squad, SAMPLE / "squad.jsonl"),
             "squad2": squad2_figures(squad, jsonl(SAMPLE / "squad2.jsonl"), keep)}
 
@@ -197,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     print("seeds", json.dumps(figures["seeds"]), flush=True)
     figures["typed"] = typed_figures(Library(Path(args.seeds_index), embedder, SETTINGS))
     print("typed", json.dumps(figures["typed"]), flush=True)
+    figures["holdout"] = typed_figures(Library(Path(args.seeds_index), embedder, SETTINGS),
+                                       "holdout")
+    print("holdout", json.dumps(figures["holdout"]), flush=True)
     if args.squad_index:
         lib = Library(Path(args.squad_index), embedder, SETTINGS)
         path = EVAL / "squad" / "queries.jsonl"

@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-false-refusals", type=float, default=0.05,
                     help="the most answerable training questions the threshold may refuse: "
                          "a false refusal costs a user more than a hedged answer")
+    ap.add_argument("--hedge-false-refusals", type=float, default=0.01,
+                    help="the share of answerable training questions still refused outright: "
+                         "those between it and the threshold are answered with a warning")
     ap.add_argument("--cache", help="keep the extracted features in this folder and reuse them")
     args = ap.parse_args(argv)
     from bot.app import embedder_for
@@ -277,8 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     answerable = replace(answerable, bias=answerable.bias - float(np.log(t / (1 - t))))
     cite_within = citation_gap(data, sentence, answerable_q)
     _log(f"citations: within {cite_within} of the best sentence's logit")
+    p = sigmoid(answerable.logits(Q))
+    hedge_below = round(float(np.quantile(p[answerable_q], args.hedge_false_refusals)), 3)
+    _log(f"hedged answers from probability {hedge_below}: "
+         f"{(p[~answerable_q] < hedge_below).mean():.3f} of the unanswerable refused below it")
     model = AnswerModel(passage, sentence, answerable, cite_within=cite_within,
-                        trained_on=f"{Path(args.train).name}: {len(rows)} questions")
+                        trained_on=f"{Path(args.train).name}: {len(rows)} questions",
+                        hedge_below=hedge_below)
     model.save(Path(args.out))
     answered = sigmoid(answerable.logits(Q)) >= 0.5
     _log(f"answerable head: threshold {t:.3f}; on the training questions: "
