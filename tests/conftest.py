@@ -12,6 +12,7 @@ benchmarks run against too; test files take them from here, never from bench/ di
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -44,6 +45,13 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 def pytest_unconfigure(config) -> None:
     """The run is over: the temporary home and cache (with its ONNX export) go."""
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
+
+
+# A run that stops before it is configured (a usage error: "pytest -n0" without xdist) never
+# reaches pytest_unconfigure; the folder goes when the process exits all the same (this
+# process only: a forked child that exits must not take it from under the run).
+_PID = os.getpid()
+atexit.register(lambda: os.getpid() == _PID and shutil.rmtree(SESSION_DIR, ignore_errors=True))
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
