@@ -243,7 +243,7 @@ def _logit(p: float) -> float:
 # Words a question is framed with rather than about: adverbs, particles and placeholders
 # ("what kind of documents got leaked", "did trump even know him", "acc to mcdonald"). A few
 # articles may never use them, which says nothing about whether they answer the question, so
-# unknown_share never counts them as unknown (they still weigh in the question's total).
+# unknown_share never counts them as unknown.
 _FRAME_WORDS = """
 according again already always ever even still yet once before anything something everything
 anyone someone everyone anybody somebody everybody else far whole kind sort type thing things
@@ -271,9 +271,13 @@ def unknown_share(stems: Sequence[str], lexical: Lexical,
         return 1.0
     df = lexical.doc_freqs(list(stems))
     idf = np.log((lexical.n_docs + 1) / (df + 0.5))
-    frame = _frame_stems()
-    unknown = (df == 0) & np.array([s not in said and s not in frame for s in stems])
-    return float(idf[unknown].sum() / idf.sum()) if idf.sum() > 0 else 0.0
+    frame = np.array([s in _frame_stems() for s in stems])
+    # A frame word no passage uses is left out altogether: neither unknown nor, with the
+    # weight of the rarest word, diluting the words that are ("what did macron say about the
+    # whole thing"). One the passages use weighs as usual.
+    idf = np.where(frame & (df == 0), 0.0, idf)
+    unknown = (df == 0) & ~frame & np.array([s not in said for s in stems])
+    return float(idf[unknown].sum() / idf.sum()) if idf.sum() > 0 else 1.0
 
 
 # Texts to each one's words and their contextual vectors (Embedder.word_vectors).

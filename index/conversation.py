@@ -55,8 +55,17 @@ _PLURAL = re.compile(r"\b(they|them|their|theirs)\b", re.I)
 # leaked?", "how many cables were there?".
 _PLURAL_THING = re.compile(r"\b(?:the|these|those|his|her|their|its|our|\w+['’]s)\s+"
                            r"((?:[a-z][\w-]*\s+){0,2}[a-z][\w-]*[^s\W]s)\b|"
-                           r"\b(?:of|what|which|many)\s+([a-z][\w-]*[^s\W]s)\b", re.I)
+                           r"\b(?:of|what|which|many)\s+(?!(?:does|was|has|is|this|his|its|us|"
+                           r"yes|thus|plus|always|perhaps|unless|whereas)\b)"
+                           r"([a-z][\w-]*[^s\W]s)\b", re.I)
 _OPENS_SENTENCE = re.compile(r"(?:^|[.!?:]['\"’”]?\s+|\n\s*)$")
+_SAID_BY = re.compile(r"\b(?:said|says|told|wrote|tweeted|added|replied)\s+"
+                      r"((?:[A-Z][\w'’-]+\s+){0,3}[A-Z][\w'’-]+)|"
+                      r"((?:[A-Z][\w'’-]+\s+){0,3}[A-Z][\w'’-]+)\s+(?:said|says|told|wrote|"
+                      r"tweeted|added|replied)\b")
+_WHO_SAID = re.compile(r"^\s*(?:and\s+|but\s+|so\s+)?who\s+(?:\w+\s+)?(?:said|says|told|tells|"
+                       r"wrote|writes|reported|reports|tweeted|claimed|warned|added|argued|"
+                       r"called|described)\b", re.I)
 _ACRONYM = re.compile(r"[A-Z]{2,}(?:[-/][A-Z]{2,})*")
 _SHORT = 3  # words: "how old?", "why though?", "where exactly?"
 # Capitalised words that are not what a conversation is about: question words, pronouns,
@@ -245,8 +254,12 @@ def make_turn(question: str, answer: Answer | None, context: Sequence[Turn | str
         names = _dedupe(names + names_in(question, lexicon=text))[:MAX_CARRIED]
     # Only the answer to a "who" question names what the next question may be about ("who
     # defended Darroch?" "what did she say?"); other answers name people in passing.
-    # Acronyms ("UK-US", "BBC") are seldom the "he" or "she" a next question means.
-    answer_names = tuple(n for n in names_in(text) if n.lower() not in
+    # Acronyms ("UK-US", "BBC") are seldom the "he" or "she" a next question means. Asked
+    # who said or reported something, whoever the answer quotes ('..., said Al Jazeera's
+    # Laurence Lee') comes first: the speaker, not who the words are about.
+    said = _SAID_BY.search(text) if _WHO_SAID.match(query) else None
+    speaker = names_in(said.group(1) or said.group(2)) if said else ()
+    answer_names = tuple(n for n in _dedupe(speaker + names_in(text)) if n.lower() not in
                          {x.lower() for x in names} and not _ACRONYM.fullmatch(n)
                          )[:ANSWER_NAMES] if _WHO.match(query) else ()
     return Turn(question=question, query=query, names=names, answer_names=answer_names, at=at)

@@ -268,8 +268,10 @@ def test_words_a_question_is_framed_with_are_never_unknown():
     # No passage says "kind", "got" or "according": the question is about the memos.
     assert unknown_share(tokenize("what kind of memos got leaked"), lex) == 0.0
     assert unknown_share(tokenize("who resigned according to Hunt"), lex) == 0.0
-    # They still weigh in the question's total: a topic word no passage has stays unknown.
+    # A topic word no passage has stays unknown, and frame words no passage has do not
+    # dilute it: "Macron" is all this question is about.
     assert unknown_share(tokenize("when was Darroch born according to Hunt"), lex) > 0.3
+    assert unknown_share(tokenize("what did Macron say about the whole thing"), lex) == 1.0
 
 
 def test_a_negation_does_not_contradict_a_yes_or_no_question():

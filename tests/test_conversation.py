@@ -137,6 +137,9 @@ def test_they_is_also_a_bare_plural_the_earlier_question_asked_about():
         "what day were documents published"
     turn = make_turn("how many cables were leaked?", None, [])
     assert follow_up_query("who wrote them?", [turn]) == "who wrote cables?"
+    # A verb ending in "s" after "what" is no plural thing.
+    turn = make_turn("what does brooks say other ambassadors will now know", None, [])
+    assert "does" not in follow_up_query("why do they have to be careful", [turn]).split()[:4]
     # A plural three words after "what" is not the thing asked about.
     turn = make_turn("what did the memos say?", None, [])
     assert follow_up_query("who wrote them?", [turn]) == "who wrote the memos?"
@@ -152,6 +155,18 @@ def test_he_is_a_person_the_answer_names_not_a_word_or_an_acronym_it_opens_with(
     assert turn.answer_names[0] == "Liam Fox" and "UK-US" not in turn.answer_names
     assert follow_up_query("does he know their motives", [turn]).startswith(
         "does Liam Fox know their motives")
+
+
+def test_he_after_who_said_or_reported_is_the_speaker_the_answer_quotes():
+    q = "who reported on this for al jazeera from london"
+    a = Answer(q, True, '"The cables were leaked to a British newspaper to embarrass Donald '
+                        'Trump," said Al Jazeera\'s Laurence Lee from London.')
+    turn = make_turn(q, a, [])
+    assert turn.answer_names[0] == "Laurence Lee"
+    assert follow_up_query("wat did he say next", [turn]).startswith(
+        "what did Laurence Lee say next")
+    # Asked who did something else, a source's "the Foreign Office said" is not the answer.
+    assert make_turn(CHAIR_Q, CHAIR_A, []).answer_names[0] == "Justice Hale"
 
 
 def test_seed_follow_up_he_finds_what_the_answered_person_said(seeds_library):

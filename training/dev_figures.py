@@ -92,10 +92,10 @@ def seed_figures(lib: Library) -> dict:
 
 
 def typed_figures(lib: Library, name: str = "typed") -> dict:
-    """The seed questions typed like a Discord user's (tests/data/typed_qa.jsonl, or
-    holdout_qa.jsonl with name "holdout"): retrieval, answers and refusals; and the follow-up
-    conversations (typed_followups.jsonl, holdout_followups.jsonl) whose last answer holds
-    what it should, each asked with the earlier turns as context."""
+    """The seed questions typed like a Discord user's (tests/data/typed_qa.jsonl; with name
+    "holdout" or "holdout2", the held-out sets): retrieval, answers and refusals; and the
+    follow-up conversations ({name}_followups.jsonl) whose last answer holds what it should,
+    each asked with the earlier turns as context."""
     rows = jsonl(DATA / f"{name}_qa.jsonl")
     out = retrieval(lib, DATA / f"{name}_qa.jsonl")
     got = {q["query"]: lib.ask(q["query"]) for q in rows}
@@ -161,6 +161,7 @@ def sample_figures(seeds: Library, squad: Library, keep: list | None = None) -> 
     squad, an index of SAMPLE / "corpus"; keep receives the SQuAD 2.0 answers."""
     return {"seeds": seed_figures(seeds), "typed": typed_figures(seeds),
             "holdout": typed_figures(seeds, "holdout"),
+            "holdout2": typed_figures(seeds, "holdout2"),
             "squad": retrieval(squad, SAMPLE / "squad.jsonl"),
             "squad2": squad2_figures(squad, jsonl(SAMPLE / "squad2.jsonl"), keep)}
 
@@ -203,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     print("seeds", json.dumps(figures["seeds"]), flush=True)
     figures["typed"] = typed_figures(Library(Path(args.seeds_index), embedder, SETTINGS))
     print("typed", json.dumps(figures["typed"]), flush=True)
-    figures["holdout"] = typed_figures(Library(Path(args.seeds_index), embedder, SETTINGS),
-                                       "holdout")
-    print("holdout", json.dumps(figures["holdout"]), flush=True)
+    for name in ("holdout", "holdout2"):
+        figures[name] = typed_figures(Library(Path(args.seeds_index), embedder, SETTINGS),
+                                      name)
+        print(name, json.dumps(figures[name]), flush=True)
     if args.squad_index:
         lib = Library(Path(args.squad_index), embedder, SETTINGS)
         path = EVAL / "squad" / "queries.jsonl"
