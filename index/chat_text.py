@@ -64,7 +64,10 @@ _ABBREVIATIONS = {
     "wld": "would", "gonna": "going to", "wanna": "want to", "gotta": "got to",
     "dunno": "don't know", "prolly": "probably", "bcuz": "because", "becuz": "because",
     "bcoz": "because", "tmrw": "tomorrow", "yday": "yesterday", "msg": "message",
-    "convo": "conversation", "pic": "picture", "pics": "pictures",
+    "convo": "conversation", "pic": "picture", "pics": "pictures", "rly": "really",
+    "rlly": "really", "srsly": "seriously", "ofc": "of course", "sth": "something",
+    "hrs": "hours", "mins": "minutes", "wk": "week", "wks": "weeks", "approx": "approximately",
+    "intl": "international", "natl": "national",
 }
 # A final "g" dropped ("doin", "sayin"): the common verbs, as whole words ("begin", "within"
 # and "cabin" are words of their own, so no rule on "-in" in general).

@@ -25,6 +25,7 @@ from index.chat_text import read_chat
     ("brooks said the govt has been doin wut for trump",
      "brooks said the government has been doing what for trump"),
     ("who did trump say he shud talk to", "who did trump say he should talk to"),
+    ("who did he rly thank after 40 yrs", "who did he really thank after 40 years"),
 ])
 def test_chat_typing_is_spelt_out(typed, meant):
     assert read_chat(typed) == meant
