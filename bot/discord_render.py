@@ -33,6 +33,7 @@ ELLIPSIS = "…"
 
 ANSWERED_COLOUR = 0x5865F2
 UNANSWERED_COLOUR = 0x99AAB5
+HEDGED_COLOUR = 0xE6A23C  # answered, but "not sure the sources answer this"
 
 NOT_ANSWERED = "I couldn't find an answer to that in the indexed sources."
 HEDGED = "*Not sure the sources answer this; the closest they come:*"
@@ -226,6 +227,7 @@ def answer_embed(answer: Answer) -> dict:
         if answer.hedged:
             plain = render
             render = lambda t: HEDGED + "\n" + plain(t)  # noqa: E731
+            colour = HEDGED_COLOUR
     else:
         footer = "Try rephrasing the question, or see what is indexed with /sources."
         colour = UNANSWERED_COLOUR

@@ -390,7 +390,7 @@ def test_a_question_the_model_doubts_is_answered_hedged_not_refused(seeds_librar
     training questions fall) the answer is given marked hedged, in every interface; with
     hedge off it is refused. Here the threshold is raised so a plain question falls there."""
     from bot.discord_render import HEDGED as DISCORD_HEDGED
-    from bot.discord_render import answer_embed
+    from bot.discord_render import HEDGED_COLOUR, answer_embed
     from bot.render import HEDGED, render_answer
 
     model = load_model()
@@ -404,6 +404,8 @@ def test_a_question_the_model_doubts_is_answered_hedged_not_refused(seeds_librar
     assert a.to_json()["hedged"] is True
     assert render_answer(a).startswith(HEDGED)
     assert answer_embed(a)["description"].startswith(DISCORD_HEDGED)
+    assert answer_embed(a)["color"] == HEDGED_COLOUR != answer_embed(
+        seeds_library.ask("who defended Darroch?"))["color"]
     sure = seeds_library.ask("who defended Darroch?")
     assert sure.answered and not sure.hedged and not render_answer(sure).startswith(HEDGED)
     strict = replace(doubt, answer=replace(doubt.answer, hedge=False))
