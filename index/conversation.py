@@ -198,7 +198,10 @@ def resolve(question: str, context: Sequence[Turn | str]) -> tuple[str, tuple[st
     replaced = _replace_pronoun(stripped, topic)
     if replaced is not None:
         query, meant = replaced
-        extra = " ".join(n for n in carried if n.lower() not in query.lower())
+        # The person the answer named now stands in the question: the earlier question's
+        # other names would pull towards what it asked, not what this one asks of them.
+        person = meant in topic.answer_names
+        extra = "" if person else " ".join(n for n in carried if n.lower() not in query.lower())
         names = _dedupe(own + (meant,) * (meant[:1].isupper()) + topic.names)[:MAX_CARRIED]
         return (f"{query} {extra}" if extra else query), names
     if not (topic.names or topic.answer_names):

@@ -157,6 +157,19 @@ def test_he_is_a_person_the_answer_names_not_a_word_or_an_acronym_it_opens_with(
         "does Liam Fox know their motives")
 
 
+def test_she_resolved_to_the_person_answered_carries_no_other_names():
+    """"who did trump say created a mess w brexit" "what did she ask the house to reflect
+    on": she is May, and "Trump" and "Brexit" would pull back to what the first question
+    asked."""
+    q = "who did trump say created a mess w brexit"
+    a = Answer(q, True, "Trump lambasted May's handling of Brexit on Twitter, saying she "
+                        "disregarded his advice.")
+    turn = make_turn(q, a, [])
+    assert turn.answer_names[0] == "May"
+    assert follow_up_query("what did she ask the house to reflect on", [turn]) == \
+        "what did May ask the house to reflect on"
+
+
 def test_he_after_who_said_or_reported_is_the_speaker_the_answer_quotes():
     q = "who reported on this for al jazeera from london"
     a = Answer(q, True, '"The cables were leaked to a British newspaper to embarrass Donald '
