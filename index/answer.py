@@ -271,7 +271,8 @@ def unknown_share(stems: Sequence[str], lexical: Lexical,
         return 1.0
     df = lexical.doc_freqs(list(stems))
     idf = np.log((lexical.n_docs + 1) / (df + 0.5))
-    frame = np.array([s in _frame_stems() for s in stems])
+    frames = _frame_stems()
+    frame = np.array([s in frames for s in stems])
     # A frame word no passage uses is left out altogether: neither unknown nor, with the
     # weight of the rarest word, diluting the words that are ("what did macron say about the
     # whole thing"). One the passages use weighs as usual.

@@ -207,18 +207,19 @@ class EvalReport:
         """Answerable questions without a hit in the top k."""
         return [o for o in self.answerable if not o.first_hit or o.first_hit > self.k]
 
+    def _asked(self, answerable: bool) -> list[Outcome]:
+        """The answerable (or unanswerable) questions the bot was asked to answer."""
+        group = self.answerable if answerable else self.unanswerable
+        return [o for o in group if o.answered is not None]
+
     def refusal_rate(self, answerable: bool) -> float | None:
         """Share of questions the bot declined (answered=false); None without answers."""
-        group = self.answerable if answerable else self.unanswerable
-        asked = [o for o in group if o.answered is not None]
-        return _mean([not o.answered for o in asked])
+        return _mean([not o.answered for o in self._asked(answerable)])
 
     def hedged_rate(self, answerable: bool) -> float | None:
         """Share of questions answered hedged ("not sure the sources answer this"); hedged
         answers count as answered in the refusal rates and accuracy."""
-        group = self.answerable if answerable else self.unanswerable
-        asked = [o for o in group if o.answered is not None]
-        return _mean([o.hedged for o in asked])
+        return _mean([o.hedged for o in self._asked(answerable)])
 
     def answer_hit_rate(self) -> float | None:
         """Share of answerable questions answered with an answer string in the answer text or

@@ -157,7 +157,7 @@ SETTINGS = Settings()
 
 def sample_figures(seeds: Library, squad: Library, keep: list | None = None) -> dict:
     """The fixed sample's figures: seeds (the dev questions and those typed like a Discord
-    user's, both sets), and the sample's SQuAD v1.1 and 2.0 questions on
+    user's, all three sets), and the sample's SQuAD v1.1 and 2.0 questions on
     squad, an index of SAMPLE / "corpus"; keep receives the SQuAD 2.0 answers."""
     return {"seeds": seed_figures(seeds), "typed": typed_figures(seeds),
             "holdout": typed_figures(seeds, "holdout"),
@@ -202,9 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give --seeds-index (and --squad-index, --squad2-index) or --sample")
     figures["seeds"] = seed_figures(Library(Path(args.seeds_index), embedder, SETTINGS))
     print("seeds", json.dumps(figures["seeds"]), flush=True)
-    figures["typed"] = typed_figures(Library(Path(args.seeds_index), embedder, SETTINGS))
-    print("typed", json.dumps(figures["typed"]), flush=True)
-    for name in ("holdout", "holdout2"):
+    for name in ("typed", "holdout", "holdout2"):
         figures[name] = typed_figures(Library(Path(args.seeds_index), embedder, SETTINGS),
                                       name)
         print(name, json.dumps(figures[name]), flush=True)

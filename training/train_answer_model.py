@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     answerable = replace(answerable, bias=answerable.bias - float(np.log(t / (1 - t))))
     cite_within = citation_gap(data, sentence, answerable_q)
     _log(f"citations: within {cite_within} of the best sentence's logit")
-    p = sigmoid(answerable.logits(Q))
+    p = sigmoid(answerable.logits(Q))  # with the shifted bias: 0.5 is the threshold
     hedge_below = round(float(np.quantile(p[answerable_q], args.hedge_false_refusals)), 3)
     _log(f"hedged answers from probability {hedge_below}: "
          f"{(p[~answerable_q] < hedge_below).mean():.3f} of the unanswerable refused below it")
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                         trained_on=f"{Path(args.train).name}: {len(rows)} questions",
                         hedge_below=hedge_below)
     model.save(Path(args.out))
-    answered = sigmoid(answerable.logits(Q)) >= 0.5
+    answered = p >= 0.5
     _log(f"answerable head: threshold {t:.3f}; on the training questions: "
          f"false refusals {(~answered[answerable_q]).mean():.3f}, "
          f"unanswerable refused {(~answered[~answerable_q]).mean():.3f}, accuracy "
