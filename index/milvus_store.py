@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import warnings
 from collections import Counter
@@ -72,6 +73,27 @@ def _quiet_pymilvus() -> None:
         logger.propagate = True
 
 
+_LOG_LOCK = threading.Lock()
+
+
+@contextmanager
+def _lite_logs(path: Path) -> Iterator[None]:
+    """Milvus Lite's engine, started by the client, writes its log files (glog) to /tmp by
+    default, two more at every start; they go beside the file instead ("milvus.db.logs/"),
+    unless GLOG_log_dir already says where. The engine reads the variable as it starts."""
+    if "GLOG_log_dir" in os.environ:
+        yield
+        return
+    logs = path.with_name(path.name + ".logs")
+    logs.mkdir(exist_ok=True)
+    with _LOG_LOCK:
+        os.environ["GLOG_log_dir"] = str(logs)
+        try:
+            yield
+        finally:
+            os.environ.pop("GLOG_log_dir", None)
+
+
 def _client(uri: str, token: str):
     try:
         with warnings.catch_warnings():  # milvus-lite 2.5 imports the deprecated pkg_resources
@@ -79,10 +101,12 @@ def _client(uri: str, token: str):
             from pymilvus import MilvusClient
 
             _quiet_pymilvus()
-            if is_lite(uri):
-                Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            return MilvusClient(uri=str(Path(uri).expanduser()) if is_lite(uri) else uri,
-                                token=token)
+            if not is_lite(uri):
+                return MilvusClient(uri=uri, token=token)
+            path = Path(uri).expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with _lite_logs(path):
+                return MilvusClient(uri=str(path), token=token)
     except ImportError as exc:
         raise CitebotError("the milvus store backend needs its extra: "
                            "pip install 'citebot[milvus]'") from exc

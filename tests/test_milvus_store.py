@@ -7,6 +7,7 @@ Vectors come from a hash of the text (no model): these tests are about the engin
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 
@@ -191,3 +192,18 @@ def test_another_process_reads_what_was_written(store, live, tmp_path):
 
 def test_bm25_terms_are_citebots_tokens():
     assert bm25_terms("The owls were nesting!") == "owl nest"
+
+
+def test_the_engine_logs_beside_its_file_not_in_the_temp_folder(tmp_path):
+    """Milvus Lite's engine writes log files at every start: into /tmp (TMPDIR) unless told."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "GLOG_log_dir"} | {"TMPDIR": str(temp)}
+    code = ("import os, sys; from index.milvus_store import MilvusStore; "
+            "MilvusStore(sys.argv[1]).close(); print('GLOG_log_dir' in os.environ)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.db")], cwd=ROOT,
+                          env=env, text=True, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(temp.iterdir()) == []
+    assert any(p.name.startswith("milvus") for p in (tmp_path / "m.db.logs").iterdir())
+    assert done.stdout.strip() == "False"  # the process's environment is as it was
