@@ -48,7 +48,9 @@ def answer_units(text: str) -> list[tuple[int, int]]:
 
     A short line standing alone as a paragraph ("Conservative Lawmaker Alan Duncan" above a
     quote) says who speaks, so it is joined to the sentence that follows rather than kept
-    alone. The index embeds exactly these spans, so answering embeds nothing.
+    alone. One that ends the text (a chunk cut after it) is left out when the text has
+    sentences of its own: the next chunk, which overlaps, holds it with its sentence. The
+    index embeds exactly these spans, so answering embeds nothing.
     """
     out: list[tuple[int, int]] = []
     label: int | None = None
@@ -60,13 +62,18 @@ def answer_units(text: str) -> list[tuple[int, int]]:
             a, label = label, None
         if len(_WORDS.findall(text[a:b])) >= 3:
             out.append((a, b))
+    if label is not None and not out:  # a text that is only a short line
+        span = _strip(text, label, len(text))
+        if len(_WORDS.findall(text[span[0]:span[1]])) >= 3:
+            out.append(span)
     return out
 
 
 def _is_label(text: str, a: int, b: int) -> bool:
     """A short line standing alone as a paragraph, without closing punctuation."""
     line = text[a:b]
-    alone = text[b:b + 2] == "\n\n" and (a == 0 or text[a - 2:a] == "\n\n")
+    alone = (text[b:b + 2] == "\n\n" or not text[b:].strip()) and \
+        (a == 0 or text[a - 2:a] == "\n\n")
     return alone and len(_WORDS.findall(line)) <= 10 and line[-1:] not in '.!?"\'”’:;,'
 
 

@@ -144,6 +144,18 @@ def test_speaker_label_stays_with_its_quote():
     assert "Short one." not in units  # fewer than three words: not quotable
 
 
+def test_a_speaker_label_that_ends_a_chunk_is_not_quoted_alone():
+    """A chunk cut after the label: the label alone answers nothing ("what did McDonald say"
+    was answered "Head of UK's Diplomatic Service Simon McDonald"); the next chunk, which
+    overlaps, holds it with its quote."""
+    text = ('May said she was sorry to see him go.\n\n'
+            "Head of UK's Diplomatic Service Simon McDonald")  # a chunk ends at its last word
+    assert [text[a:b] for a, b in answer_units(text)] == ["May said she was sorry to see him go."]
+    # A text that is only such a line is still quotable.
+    line = "Head of UK's Diplomatic Service Simon McDonald"
+    assert [line[a:b] for a, b in answer_units(line)] == [line]
+
+
 def test_spelling_is_corrected_against_the_indexed_words():
     counts = {"defended": 3, "defender": 1, "supposed": 4, "darroch": 40}
 
