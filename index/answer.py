@@ -189,6 +189,10 @@ def read_sentences(question: str, hits: list[Hit], qvec: np.ndarray,
     # say what Hunt said of Darroch in 2022.
     passages = [h.chunk.text for h in hits[: settings.number_passages]
                 if _about(terms, h.chunk.text)]
+    # ...or the sentence that reads best, whatever its passage: "who was US president in
+    # 1856 according to McDonald?" is answered by his quotation, "... was 1856 when the
+    # incumbent ...", in a passage that names neither a president nor McDonald.
+    passages.append(sentences[int(np.argmax(logits))].text)
     missing = bool(missing_numbers(question, passages)) if settings.number_passages else False
     qrow = answerable_features(len(terms.stems), [_logit(h.score) for h in hits[:2]], feats,
                                logits, unknown, missing)

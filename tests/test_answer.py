@@ -252,6 +252,15 @@ def test_a_year_none_of_the_best_passages_holds_is_refused(index_copy, seeds_lib
         "what did Hunt say about Darroch in 2022?").answered  # it is this test that refuses
 
 
+def test_a_number_the_best_sentence_holds_is_not_missing(seeds_library):
+    """McDonald's quotation "... was 1856 when the incumbent ..." sits in a passage that names
+    neither a president nor McDonald (his name heads the quotation a passage earlier), so no
+    passage "about" the question holds 1856; the sentence that reads best does."""
+    got = seeds_library.ask("who was US president in 1856 according to McDonald?")
+    assert got.answered and "1856" in got.answer
+    assert not seeds_library.ask("what did McDonald say happened in 1857?").answered
+
+
 def test_unknown_share_weighs_words_no_passage_uses():
     lex = Lexical.build(["Darroch resigned as ambassador.", "Hunt defended Darroch.",
                          "May spoke in the Commons."])
