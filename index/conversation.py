@@ -41,7 +41,9 @@ _NAME_RUN = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:[A-Z][\w'’-]*))*")
 _PRONOUNS = frozenset("he she him her his hers they them their theirs it its "
                       "this these those".split())
 _THAT_REF = re.compile(r"\b(about|of|to|for|with|on|after|before|by|like)\s+that\b|"
-                       r"^\s*(is|was|did|does|do|and)\s+that\b|\bthat\s*[?.!]*\s*$", re.I)
+                       r"^\s*(is|was|did|does|do|and)\s+that\b|\bthat\s*[?.!]*\s*$|"
+                       r"^\s*(when|where|why|how)\s+(did|does|do|was|is|were|will|would|could|"
+                       r"can|has|had)\s+that\b", re.I)
 _ELLIPTIC = re.compile(r"^\s*(and|but|also|so|then|plus)\b[\s,]*", re.I)
 _WHAT_ABOUT = re.compile(r"^\s*(?:and\s+|but\s+)?(what|how)\s+about\s+(?P<rest>.+?)\s*[?.!]*\s*$",
                          re.I)
@@ -59,6 +61,8 @@ _PLURAL_THING = re.compile(r"\b(?:the|these|those|his|her|their|its|our|\w+['’
                            r"yes|thus|plus|always|perhaps|unless|whereas)\b)"
                            r"([a-z][\w-]*[^s\W]s)\b", re.I)
 _OPENS_SENTENCE = re.compile(r"(?:^|[.!?:]['\"’”]?\s+|\n\s*)$")
+_NOUN_NEXT = re.compile(r"\s+(?:of|from|over|after|before|about|for|in|on|at|to|with|by|into|"
+                        r"across|among|between|under|within|without)\b")
 _SAID_BY = re.compile(r"\b(?:said|says|told|wrote|tweeted|added|replied)\s+"
                       r"((?:[A-Z][\w'’-]+\s+){0,3}[A-Z][\w'’-]+)|"
                       r"((?:[A-Z][\w'’-]+\s+){0,3}[A-Z][\w'’-]+)\s+(?:said|says|told|wrote|"
@@ -104,6 +108,15 @@ def names_in(text: str, lexicon: str = "") -> tuple[str, ...]:
         # leak, ...") capitalises a word that is no name.
         if words and words[0] == m.group().split()[0] and _OPENS_SENTENCE.search(
                 text[:m.start()]) and re.fullmatch(r"[A-Z][a-z]{2,}ing", words[0]):
+            words.pop(0)
+        # A lone word opening a sentence before "of", "from", "over" ... is a noun, not a
+        # name ("Extracts of the leaked cables", "Memos from Kim Darroch"); a name there
+        # goes on with a verb or another name ("Hunt said", "Jeremy Hunt").
+        if len(words) == 1 and words[0] == m.group() and _OPENS_SENTENCE.search(
+                text[:m.start()]) and _NOUN_NEXT.match(text, m.end()):
+            words.pop(0)
+        # Initials of an abbreviation ("U.K.", "U.S."): no name.
+        if len(words) == 1 and len(words[0]) == 1:
             words.pop(0)
         # Titles and possessives come first ("Britain's Prime Minister Theresa May"): the
         # last two words are the name.

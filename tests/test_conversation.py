@@ -38,6 +38,7 @@ WHO_A = Answer(question=WHO_Q, answered=True,
 @pytest.mark.parametrize("question", [
     "how old is he?", "and what did Hunt say about that?", "what about Johnson?", "why?",
     "what did she say", "But when did they meet", "how old?", "what did May mean by that",
+    "when did that happen", "how did that go down with the White House",
 ])
 def test_follow_ups_are_recognised(question):
     assert is_follow_up(question)
@@ -313,6 +314,16 @@ def test_a_sentence_opening_with_an_ing_word_names_no_one_by_it():
         == ("Darroch", "McDonald")
     assert names_in("Following the leak, Darroch was dis-invited.") == ("Darroch",)
     assert names_in("He met Sterling Moss.") == ("Sterling Moss",)  # not opening a sentence
+
+
+def test_a_noun_opening_a_sentence_and_initials_are_no_names():
+    # "who leaked the cables?" answered so gave "Extracts" and "U" as the people to carry
+    # into the next question ("which newspaper published them Extracts").
+    text = ("Extracts of the leaked cables were published by a U.K. newspaper, prompting a row "
+            "with the U.S. over Darroch's comments. Memos from Kim Darroch were leaked.")
+    assert names_in(text) == ("Darroch", "Kim Darroch")
+    # A name opening a sentence goes on with a verb or another name: it stays.
+    assert names_in("Hunt said he was saddened. Trump went further.") == ("Hunt", "Trump")
 
 
 TYPED_FOLLOW_UPS = [json.loads(x) for x in
