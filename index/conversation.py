@@ -47,6 +47,7 @@ _THAT_REF = re.compile(r"\b(about|of|to|for|with|on|after|before|by|like)\s+that
 _ELLIPTIC = re.compile(r"^\s*(and|but|also|so|then|plus)\b[\s,]*", re.I)
 _WHAT_ABOUT = re.compile(r"^\s*(?:and\s+|but\s+)?(what|how)\s+about\s+(?P<rest>.+?)\s*[?.!]*\s*$",
                          re.I)
+_AND_ABOUT = re.compile(r"^\s*(?:and|but|also)\s+about\s+(?P<rest>.+?)\s*[?.!]*\s*$", re.I)
 _WHO = re.compile(r"^\s*(?:and\s+|but\s+)?(who|whom|whose|which (?:people|person|\w+ers?)\b)",
                   re.I)
 _PERSON = re.compile(r"\b(he|she|him|her|his|hers)\b", re.I)
@@ -196,6 +197,9 @@ def resolve(question: str, context: Sequence[Turn | str]) -> tuple[str, tuple[st
     said = question.lower()
     carried = [n for n in _dedupe(topic.names + topic.answer_names[:ANSWER_NAMES])
                if not re.search(rf"\b{re.escape(n.lower())}\b", said)]
+    echoed = _echo_about(question, topic)
+    if echoed is not None:
+        return echoed
     about = _WHAT_ABOUT.match(question)
     if about:
         # "what about Hunt?" asks the last question again of someone else: put the new name
@@ -223,6 +227,25 @@ def resolve(question: str, context: Sequence[Turn | str]) -> tuple[str, tuple[st
         return f"{stripped} {read_chat(topic.query or topic.question)}", own
     extra = " ".join(carried[:MAX_CARRIED])
     return (f"{stripped} {extra}" if extra else stripped), _dedupe(own + topic.names)[:MAX_CARRIED]
+
+
+def _echo_about(question: str, topic: Turn) -> tuple[str, tuple[str, ...]] | None:
+    """"and about Darroch?" after "what did Corbyn say about Boris?" asks it again about
+    Darroch: the name after the earlier question's "about" is swapped. None when the
+    question is not of that form or the earlier one has no name after "about"."""
+    echo = _AND_ABOUT.match(question)
+    base = read_chat(topic.query or topic.question)
+    before = re.search(r"\babout\s+", base, re.I) if echo else None
+    if echo is None or before is None:
+        return None
+    old = next((n for n in topic.names if base[before.end():].lower().startswith(n.lower())
+                and n.lower() not in echo.group("rest").lower()), None)
+    if old is None:
+        return None
+    rest = echo.group("rest")
+    query = base[:before.end()] + rest + base[before.end() + len(old):]
+    names = _dedupe(names_in(rest) + tuple(n for n in topic.names if n != old))
+    return query, names[:MAX_CARRIED]
 
 
 def _replace_pronoun(question: str, topic: Turn) -> tuple[str, str] | None:

@@ -89,6 +89,14 @@ def test_what_about_asks_the_last_question_of_someone_else():
     assert follow_up_query("what about Johnson?", [turn]) == "what did Johnson call Darroch?"
 
 
+def test_and_about_asks_the_last_question_again_about_someone_else():
+    q = "what did corbyn say about boris"
+    turn = make_turn(q, Answer(q, True, "Jeremy Corbyn said Boris Johnson was wrong."), [])
+    assert follow_up_query("and about darroch?", [turn]) == "what did corbyn say about darroch"
+    # Without an "about" to echo, it is an ordinary elliptic follow-up.
+    assert follow_up_query("and about May?", [TRUMP_Q]).startswith("about May?")
+
+
 def test_names_are_inherited_through_follow_ups_and_unnamed_turns_are_skipped():
     t1 = make_turn(TRUMP_Q, TRUMP_A, [])
     t2 = make_turn("how old is he?", None, [t1])
