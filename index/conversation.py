@@ -238,7 +238,8 @@ def _echo_about(question: str, topic: Turn) -> tuple[str, tuple[str, ...]] | Non
     before = re.search(r"\babout\s+", base, re.I) if echo else None
     if echo is None or before is None:
         return None
-    old = next((n for n in topic.names if base[before.end():].lower().startswith(n.lower())
+    after = base[before.end():].lower()
+    old = next((n for n in topic.names if re.match(rf"{re.escape(n.lower())}\b", after)
                 and n.lower() not in echo.group("rest").lower()), None)
     if old is None:
         return None
