@@ -433,9 +433,17 @@ def _continuation(best: _Sentence, sentences: Sequence[_Sentence]) -> _Sentence 
     source = best.hit.chunk.source_id
     after = [s for s in sentences if s.hit.chunk.source_id == source and s.start >= best.end]
     nxt = min(after, key=lambda s: s.start, default=None)
-    if nxt is None or nxt.start - best.end > 3 or not _GOES_ON.search(nxt.text):
+    if nxt is None or nxt.start - best.end > 3:
         return None
-    return nxt
+    # ...or best opens a quotation that the next sentence of the paragraph goes on with:
+    # '"I was with Sir Kim last night in Washington. In a very difficult period, he was
+    # showing his customary professionalism."'
+    return nxt if _GOES_ON.search(nxt.text) or _open_quote(best.text) else None
+
+
+def _open_quote(text: str) -> bool:
+    """Whether text opens a quotation it does not close."""
+    return text.count('"') % 2 == 1 or text.count("“") > text.count("”")
 
 
 def _citations(sentences: list[_Sentence], vecs: np.ndarray, settings: AnswerSettings,

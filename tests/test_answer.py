@@ -152,6 +152,17 @@ def test_only_the_next_sentence_that_goes_on_with_a_reported_speaker_is_drawn_in
     assert _continuation(said[0], [said[0], said[4]]) is None
 
 
+def test_an_answer_that_opens_a_quotation_keeps_the_sentence_that_closes_it(seeds_library):
+    """Fox's words under his heading: '"I was with Sir Kim last night in Washington. In a very
+    difficult period, he was showing his customary professionalism."' The first sentence
+    alone answers "what did liam fox say" with where he was, not what he said of Darroch."""
+    a = seeds_library.ask("what did liam fox say")
+    assert a.answered
+    assert a.answer.index("last night in Washington") < a.answer.index("customary professionalism")
+    assert a.answer.endswith('professionalism."')  # the quotation closed, and no further
+    assert_verbatim(seeds_library, a)
+
+
 def test_who_defended_darroch_cites_only_sentences_that_defend_him(seeds_library):
     """The headline question: May, Hunt and Corbyn defended him; "Johnson's failure to stand
     up for Darroch" and "Darroch defended the professionalism ... of the civil service" mention
