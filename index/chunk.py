@@ -54,8 +54,9 @@ def answer_units(text: str) -> list[tuple[int, int]]:
     """
     out: list[tuple[int, int]] = []
     label: int | None = None
+    end = len(text.rstrip())
     for a, b in split_sentences(text):
-        if _is_label(text, a, b):
+        if _is_label(text, a, b, end):
             label = a
             continue
         if label is not None:
@@ -69,11 +70,11 @@ def answer_units(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def _is_label(text: str, a: int, b: int) -> bool:
-    """A short line standing alone as a paragraph, without closing punctuation."""
+def _is_label(text: str, a: int, b: int, end: int) -> bool:
+    """A short line standing alone as a paragraph, without closing punctuation (end: where
+    the text's last word ends)."""
     line = text[a:b]
-    alone = (text[b:b + 2] == "\n\n" or not text[b:].strip()) and \
-        (a == 0 or text[a - 2:a] == "\n\n")
+    alone = (text[b:b + 2] == "\n\n" or b >= end) and (a == 0 or text[a - 2:a] == "\n\n")
     return alone and len(_WORDS.findall(line)) <= 10 and line[-1:] not in '.!?"\'”’:;,'
 
 

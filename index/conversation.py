@@ -107,14 +107,13 @@ def names_in(text: str, lexicon: str = "") -> tuple[str, ...]:
         words = [w for w in m.group().split() if w.lower().strip("'’") not in _NOT_NAMES]
         # A sentence opening with a verb's -ing form ("Praising Darroch ...", "Following the
         # leak, ...") capitalises a word that is no name.
-        if words and words[0] == m.group().split()[0] and _OPENS_SENTENCE.search(
-                text[:m.start()]) and re.fullmatch(r"[A-Z][a-z]{2,}ing", words[0]):
-            words.pop(0)
-        # A lone word opening a sentence before "of", "from", "over" ... is a noun, not a
-        # name ("Extracts of the leaked cables", "Memos from Kim Darroch"); a name there
-        # goes on with a verb or another name ("Hunt said", "Jeremy Hunt").
-        if len(words) == 1 and words[0] == m.group() and _OPENS_SENTENCE.search(
-                text[:m.start()]) and _NOUN_NEXT.match(text, m.end()):
+        # So does a lone word before "of", "from", "over" ...: a noun, not a name ("Extracts
+        # of the leaked cables", "Memos from Kim Darroch"); a name there goes on with a verb
+        # or another name ("Hunt said", "Jeremy Hunt").
+        if words and words[0] == m.group().split()[0] and (
+                re.fullmatch(r"[A-Z][a-z]{2,}ing", words[0]) or
+                (words[0] == m.group() and _NOUN_NEXT.match(text, m.end()))) and \
+                _OPENS_SENTENCE.search(text[:m.start()]):
             words.pop(0)
         # Initials of an abbreviation ("U.K.", "U.S."): no name.
         if len(words) == 1 and len(words[0]) == 1:
@@ -234,9 +233,11 @@ def _echo_about(question: str, topic: Turn) -> tuple[str, tuple[str, ...]] | Non
     Darroch: the name after the earlier question's "about" is swapped. None when the
     question is not of that form or the earlier one has no name after "about"."""
     echo = _AND_ABOUT.match(question)
+    if echo is None:
+        return None
     base = read_chat(topic.query or topic.question)
-    before = re.search(r"\babout\s+", base, re.I) if echo else None
-    if echo is None or before is None:
+    before = re.search(r"\babout\s+", base, re.I)
+    if before is None:
         return None
     after = base[before.end():].lower()
     old = next((n for n in topic.names if re.match(rf"{re.escape(n.lower())}\b", after)

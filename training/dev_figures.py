@@ -200,11 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.seeds_index:
         ap.error("give --seeds-index (and --squad-index, --squad2-index) or --sample")
-    figures["seeds"] = seed_figures(Library(Path(args.seeds_index), embedder, SETTINGS))
+    seeds = Library(Path(args.seeds_index), embedder, SETTINGS)
+    figures["seeds"] = seed_figures(seeds)
     print("seeds", json.dumps(figures["seeds"]), flush=True)
     for name in ("typed", "holdout", "holdout2"):
-        figures[name] = typed_figures(Library(Path(args.seeds_index), embedder, SETTINGS),
-                                      name)
+        figures[name] = typed_figures(seeds, name)
         print(name, json.dumps(figures[name]), flush=True)
     if args.squad_index:
         lib = Library(Path(args.squad_index), embedder, SETTINGS)
